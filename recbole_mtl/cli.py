@@ -1,0 +1,83 @@
+"""The ``recbole-mtl`` / ``run_recbole_mtl.py`` command line.
+
+Mirrors RecBole's ``run_recbole.py``::
+
+    run_recbole_mtl.py --model=MTLRec --dataset=ml-100k --config_files="a.yaml b.yaml" --epochs=5
+
+Every ``--key=value`` that is not a flag below is a config override (highest priority).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+USER_ERRORS: tuple = ()  # filled lazily so ``--help`` stays fast
+
+
+def _user_errors() -> tuple:
+    from recbole_mtl.compat import CheckpointError
+    from recbole_mtl.config import ConfigError
+    from recbole_mtl.utils import UnknownNameError
+
+    return (UnknownNameError, ConfigError, CheckpointError, FileNotFoundError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recbole-mtl",
+        description="Train and evaluate a recbole_mtl model or any RecBole baseline. "
+        "Any other --key=value overrides a config key.",
+    )
+    parser.add_argument("--model", "-m", type=str, default="MTLRec", help="model name (default: MTLRec)")
+    parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (default: ml-100k)")
+    parser.add_argument("--config_files", type=str, default=None, help='YAML files, space separated: "a.yaml b.yaml"')
+    parser.add_argument("--nproc", type=int, default=1, help="processes to train with (default: 1)")
+    parser.add_argument("--ip", type=str, default="localhost", help="master address for multi-process runs")
+    parser.add_argument("--port", type=str, default="5678", help="master port for multi-process runs")
+    parser.add_argument("--world_size", type=int, default=-1, help="total processes over all nodes")
+    parser.add_argument("--group_offset", type=int, default=0, help="global rank of this node's first process")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def _split_overrides(unknown: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    overrides = []
+    for arg in unknown:
+        if arg.startswith("--") and "=" in arg:
+            overrides.append(arg)
+        else:
+            parser.error(f"unrecognised argument '{arg}': config overrides take the form --key=value")
+    return overrides
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
+    """Run the command line; returns RecBole's result dict (None when the run failed)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    overrides = _split_overrides(unknown, parser)
+    try:
+        if args.nproc != 1 or args.world_size > 1:
+            from recbole_mtl.config import ConfigError
+
+            raise ConfigError(
+                f"--nproc={args.nproc}: multi-process training is not available in this version; "
+                "run with --nproc=1 (the default)."
+            )
+        from recbole_mtl.quick_start import run_recbole_mtl
+
+        config_files = args.config_files.strip().split(" ") if args.config_files else None
+        return run_recbole_mtl(model=args.model, dataset=args.dataset, config_file_list=config_files,
+                               cmd_args=overrides)
+    except Exception as e:  # user mistakes get one line; everything else a traceback
+        if args.debug or not isinstance(e, _user_errors()):
+            raise
+        print(f"recbole-mtl: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def console_main() -> None:
+    """Entry point of the ``recbole-mtl`` console script."""
+    main()

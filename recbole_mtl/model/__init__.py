@@ -1,0 +1,1 @@
+"""The plugin's models: one registered class per module (``mtlrec.py`` holds ``MTLRec``)."""

@@ -1,0 +1,130 @@
+"""Python entry points, mirroring ``recbole.quick_start``: train/evaluate, tune, reload."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from logging import getLogger
+from typing import Optional, Sequence
+
+from recbole.data import create_dataset, data_preparation
+from recbole.data.transform import construct_transform
+from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
+
+from recbole_mtl.compat import load_checkpoint
+from recbole_mtl.config import Config
+from recbole_mtl.utils import get_model, get_trainer, plugin_model_names
+
+
+def _build(config: Config):
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    return dataset, train_data, valid_data, test_data, model
+
+
+def run_recbole_mtl(
+    model: Optional[str] = None,
+    dataset: Optional[str] = None,
+    config_file_list: Optional[Sequence[str]] = None,
+    config_dict: Optional[dict] = None,
+    saved: bool = True,
+    cmd_args: Optional[Sequence[str]] = None,
+) -> dict:
+    """Train and evaluate one model (a plugin model or any RecBole baseline).
+
+    Args:
+        model: model name, e.g. ``"MTLRec"`` or ``"SASRec"``.
+        dataset: dataset name, e.g. ``"ml-100k"``.
+        config_file_list: YAML files (later wins).
+        config_dict: parameters above the files.
+        saved: save the best checkpoint under ``checkpoint_dir`` and test with it.
+        cmd_args: ``--key=value`` strings above everything (``None``: read ``sys.argv``).
+
+    Returns:
+        RecBole's result dict: ``best_valid_score``, ``valid_score_bigger``,
+        ``best_valid_result``, ``test_result``, plus ``checkpoint`` (the saved file or None).
+    """
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
+                    config_dict=config_dict, cmd_args=cmd_args)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    dataset_obj, train_data, valid_data, test_data, model_obj = _build(config)
+    logger.info(dataset_obj)
+    logger.info(model_obj)
+    if config["model"] not in plugin_model_names():
+        transform = construct_transform(config)
+        flops = get_flops(model_obj, dataset_obj, config["device"], logger, transform)
+        logger.info(set_color("FLOPs", "blue") + f": {flops}")
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    if config["checkpoint"]:
+        trainer.resume_checkpoint(config["checkpoint"])
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(
+        test_data, load_best_model=saved, show_progress=config["show_progress"]
+    )
+
+    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "checkpoint": trainer.saved_model_file if saved else None,
+    }
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True) -> dict:
+    """RecBole's hyper-parameter objective (for ``recbole.trainer.HyperTuning``), without ray."""
+    config = Config(config_dict=config_dict, config_file_list=config_file_list, cmd_args=[])
+    init_seed(config["seed"], config["reproducibility"])
+    logger = getLogger()
+    for handler in logger.handlers[:]:
+        logger.removeHandler(handler)
+    init_logger(config)
+    logging.basicConfig(level=logging.ERROR)
+    _, train_data, valid_data, test_data, model = _build(config)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
+    test_result = trainer.evaluate(test_data, load_best_model=saved)
+    return {
+        "model": config["model"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+
+
+def load_data_and_model(model_file: str, config_dict: Optional[dict] = None):
+    """Rebuild config, data and model from a checkpoint (loaded with ``weights_only=True``).
+
+    Args:
+        model_file: a ``.pth`` written by a recbole_mtl run.
+        config_dict: overrides on top of the saved settings (e.g. ``{"data_path": ...}``).
+
+    Returns:
+        ``(config, model, dataset, train_data, valid_data, test_data)`` as RecBole's function.
+    """
+    checkpoint = load_checkpoint(model_file)
+    external = dict(checkpoint["config"]["external"])
+    external.update(config_dict or {})
+    model_name, dataset_name = external.pop("model"), external.pop("dataset")
+    config = Config(model=model_name, dataset=dataset_name, config_dict=external, cmd_args=[])
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset, train_data, valid_data, test_data, model = _build(config)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data

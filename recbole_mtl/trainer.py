@@ -1,0 +1,1 @@
+"""Trainers for the plugin's models (``<Model>Trainer``), extending RecBole's ``Trainer``."""
