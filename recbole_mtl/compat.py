@@ -11,6 +11,9 @@ This is the only module that patches RecBole. It fixes three things:
   level although only hyper-parameter tuning uses it. When ray is not installed, the module is
   imported with a placeholder ``ray.tune`` whose use raises a clear ``ImportError``, so
   ``recbole.quick_start.run_recbole`` keeps working without ray.
+* **Logging.** Importing torchrec adds a handler to the root logger, which turns RecBole's
+  ``init_logger`` (a ``logging.basicConfig``) into a no-op: no log file, no console log. The
+  handler is removed right after the import.
 * **numpy shims.** RecBole's ``Config.compatibility_settings`` re-adds ``np.float`` and friends,
   which needs numpy < 2; :func:`check_numpy` says so clearly instead of an ``AttributeError``.
 """
@@ -242,6 +245,17 @@ def _import_quick_start_without_ray() -> None:
                 sys.modules[k] = v
 
 
+def _import_torchrec_keeping_root_logger() -> None:
+    import logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    importlib.import_module("torchrec")
+    for handler in root.handlers[:]:
+        if handler not in before:
+            root.removeHandler(handler)
+
+
 def apply() -> None:
     """Apply every patch once. Called by ``import recbole_mtl``."""
     global _APPLIED
@@ -255,5 +269,6 @@ def apply() -> None:
     rb_trainer.Trainer.evaluate = _wrap_evaluate(rb_trainer.Trainer.evaluate)
     rb_trainer.PretrainTrainer.save_pretrained_model = _save_pretrained_model
     _import_quick_start_without_ray()
+    _import_torchrec_keeping_root_logger()
     _APPLIED = True
     getLogger(__name__).debug("recbole_mtl compatibility patches applied")

@@ -1,1 +1,157 @@
-"""Trainers for the plugin's models (``<Model>Trainer``), extending RecBole's ``Trainer``."""
+"""Trainers for the plugin's models (``<Model>Trainer``), extending RecBole's ``Trainer``.
+
+``MultiTaskTrainer`` changes RecBole's loop through small overrides only:
+
+* the dense optimizer covers dense parameters; embedding tables update themselves inside
+  ``backward()`` (TorchRec's fused FBGEMM optimizers);
+* per-task losses are logged by name, to the log and TensorBoard;
+* one evaluation reports every enabled task: RecBole's full-ranking metrics for ``sequence``
+  (``ndcg@10``, ...), ``interest_*`` on the same validation/test interactions, and ``category_*``
+  on the held-out items of that phase; ``valid_metric`` may be any of them;
+* an optional learning-rate schedule (``lr_scheduler: none | plateau | cosine``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+from tqdm import tqdm
+
+from recbole_mtl.compat import load_checkpoint
+
+
+class MultiTaskTrainer(Trainer):
+    """One trainer for every multi-task model of the plugin."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self._valid_loader = None
+        self._interest_buffer: list = []
+        self.lr_scheduler = self._build_lr_scheduler()
+
+    # -- optimisation ----------------------------------------------------------------------
+    def _build_optimizer(self, **kwargs):
+        if "params" not in kwargs and hasattr(self.model, "dense_parameters"):
+            kwargs["params"] = list(self.model.dense_parameters())
+        return super()._build_optimizer(**kwargs)
+
+    def _build_lr_scheduler(self):
+        kind = str(self.config["lr_scheduler"] or "none").lower()
+        if kind == "none":
+            return None
+        if kind == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, self.epochs))
+        if kind == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="max" if self.valid_metric_bigger else "min",
+                factor=float(self.config["lr_decay_factor"] or 0.5),
+                patience=int(self.config["lr_patience"] if self.config["lr_patience"] is not None else 2),
+            )
+        raise ValueError(f"lr_scheduler must be none, plateau or cosine; got '{kind}'.")
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            self.lr_scheduler.step()
+        self.tensorboard.add_scalar("LearningRate", self.optimizer.param_groups[0]["lr"], epoch_idx)
+        return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.lr_scheduler.step(valid_score)
+        step = len(self.train_loss_dict) - 1
+        for name, value in valid_result.items():
+            if isinstance(value, float) and math.isfinite(value):
+                self.tensorboard.add_scalar(f"Valid/{name}", value, step)
+        return valid_score, valid_result
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self._valid_loader = valid_data
+        return super().fit(train_data, valid_data, verbose=verbose, saved=saved,
+                           show_progress=show_progress, callback_fn=callback_fn)
+
+    # -- loss logging by task name ---------------------------------------------------------
+    def _loss_names(self, n: int) -> list[str]:
+        names = [f"{t}_loss" for t in getattr(self.model, "tasks", [])]
+        return names if len(names) == n else [f"train_loss{i + 1}" for i in range(n)]
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        if not isinstance(losses, tuple):
+            return super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        des = self.config["loss_decimal_place"] or 4
+        parts = ", ".join(
+            set_color(name, "blue") + f": {loss:.{des}f}" for name, loss in zip(self._loss_names(len(losses)), losses)
+        )
+        return (set_color("epoch %d training", "green") + " [" + set_color("time", "blue")
+                + ": %.2fs, %s]") % (epoch_idx, e_time - s_time, parts)
+
+    def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
+        if not isinstance(losses, tuple):
+            return super()._add_train_loss_to_tensorboard(epoch_idx, losses, tag)
+        for name, loss in zip(self._loss_names(len(losses)), losses):
+            self.tensorboard.add_scalar(f"{tag}/{name}", loss, epoch_idx)
+        self.tensorboard.add_scalar(f"{tag}/total", sum(losses), epoch_idx)
+
+    # -- evaluation of every task ----------------------------------------------------------
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, history_index, positive_u, positive_i = batched_data
+        outputs = self.model.predict_tasks(interaction.to(self.device))
+        self._collect_interest(interaction, outputs)
+        scores = outputs["sequence"].view(-1, self.tot_item_num)
+        scores[:, 0] = -np.inf
+        if history_index is not None:
+            scores[history_index] = -np.inf
+        return interaction, scores, positive_u, positive_i
+
+    def _collect_interest(self, interaction, outputs) -> None:
+        if "interest" in outputs:
+            self._interest_buffer.append(
+                (outputs["interest"].detach().cpu(), interaction[self.model.interest_label_field].cpu())
+            )
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """Evaluate every enabled task on ``eval_data`` (validation or test) in one result dict."""
+        if not eval_data:
+            return None
+        self._interest_buffer = []
+        tasks = list(getattr(self.model, "tasks", ["sequence"]))
+        if "sequence" in tasks:
+            result = super().evaluate(eval_data, load_best_model=load_best_model, model_file=model_file,
+                                      show_progress=show_progress)
+        else:
+            if load_best_model:  # the same safe loading, without RecBole's ranking pass
+                checkpoint = load_checkpoint(model_file or self.saved_model_file, map_location=self.device)
+                self.model.load_state_dict(checkpoint["state_dict"])
+            result = OrderedDict()
+            if "interest" in tasks:
+                self._evaluate_without_ranking(eval_data, show_progress)
+        self.model.eval()
+        if "interest" in tasks and self._interest_buffer:
+            probs = torch.cat([p for p, _ in self._interest_buffer])
+            labels = torch.cat([y for _, y in self._interest_buffer])
+            result.update(self.model.interest_task.metrics(probs, labels))
+        if "category" in tasks:
+            phase = "valid" if eval_data is self._valid_loader else "test"
+            with torch.no_grad():
+                probs, labels = self.model.category_predict(phase)
+            result.update(self.model.category_task.metrics(probs, labels))
+        self._interest_buffer = []
+        return result
+
+    @torch.no_grad()
+    def _evaluate_without_ranking(self, eval_data, show_progress):
+        self.model.eval()
+        iter_data = tqdm(eval_data, total=len(eval_data), ncols=100, desc=set_color("Evaluate   ", "pink")) \
+            if show_progress else eval_data
+        for batched_data in iter_data:
+            interaction = batched_data[0].to(self.device)
+            self._collect_interest(interaction, self.model.predict_tasks(interaction))
+
+
+MTLRecTrainer = MultiTaskTrainer

@@ -123,11 +123,13 @@ def register_plugin_models() -> list[str]:
 
     Each plugin model module is entered into RecBole's zoo under
     ``recbole.model.<submodule>.<name>`` (the submodule its ``type`` belongs to), and each plugin
-    trainer is added to ``recbole.trainer``: the same places RecBole's lookups search.
+    trainer is added to ``recbole.trainer`` and each model's dataset class to
+    ``recbole.data.dataset`` (as ``<Model>Dataset``): the places RecBole's lookups search.
 
     Returns:
         The names of the registered models.
     """
+    import recbole.data.dataset
     import recbole.trainer
 
     plugin_trainers = importlib.import_module("recbole_mtl.trainer")
@@ -144,5 +146,8 @@ def register_plugin_models() -> list[str]:
             trainer = getattr(plugin_trainers, name + "Trainer", None)
             if trainer is not None:
                 setattr(recbole.trainer, name + "Trainer", trainer)
+            dataset_class = getattr(model_class, "dataset_class", None)
+            if dataset_class is not None:  # RecBole's create_dataset looks for <Model>Dataset here
+                setattr(recbole.data.dataset, name + "Dataset", dataset_class)
             registered.append(name)
     return registered
