@@ -11,6 +11,9 @@ This is the only module that patches RecBole. It fixes three things:
   level although only hyper-parameter tuning uses it. When ray is not installed, the module is
   imported with a placeholder ``ray.tune`` whose use raises a clear ``ImportError``, so
   ``recbole.quick_start.run_recbole`` keeps working without ray.
+* **Plugin defaults in RecBole's own Config.** RecBole's ``Config`` only reads its own YAML;
+  for a plugin model (``run_recbole(model="MTLRec")``) it now also layers the plugin's
+  ``properties/`` exactly as :class:`recbole_mtl.config.Config` does. Baselines are untouched.
 * **Logging.** Importing torchrec adds a handler to the root logger, which turns RecBole's
   ``init_logger`` (a ``logging.basicConfig``) into a no-op: no log file, no console log. The
   handler is removed right after the import.
@@ -256,14 +259,29 @@ def _import_torchrec_keeping_root_logger() -> None:
             root.removeHandler(handler)
 
 
+def _wrap_load_internal_config(original):
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        original(self, model, model_class, dataset)
+        from recbole_mtl.config import Config, layer_plugin_properties, properties_dir
+
+        if not isinstance(self, Config) and getattr(model_class, "__module__", "").startswith("recbole_mtl."):
+            layer_plugin_properties(self, model, dataset, properties_dir())
+
+    return _load_internal_config_dict
+
+
 def apply() -> None:
     """Apply every patch once. Called by ``import recbole_mtl``."""
     global _APPLIED
     if _APPLIED:
         return
     check_numpy()
+    from recbole.config import configurator
     from recbole.trainer import trainer as rb_trainer
 
+    configurator.Config._load_internal_config_dict = _wrap_load_internal_config(
+        configurator.Config._load_internal_config_dict
+    )
     rb_trainer.Trainer._save_checkpoint = _save_checkpoint
     rb_trainer.Trainer.resume_checkpoint = _resume_checkpoint
     rb_trainer.Trainer.evaluate = _wrap_evaluate(rb_trainer.Trainer.evaluate)

@@ -49,6 +49,22 @@ def properties_dir() -> Path:
     )
 
 
+def layer_plugin_properties(config: RecBoleConfig, model: str, dataset: str, root: Path) -> list[str]:
+    """Add ``root``'s overall < model < dataset YAML on top of RecBole's internal defaults.
+
+    Returns:
+        The files that were applied, in order.
+    """
+    applied = []
+    for file in (root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"):
+        if file.is_file():
+            loaded = config._update_internal_config_dict(str(file)) or {}
+            applied.append(str(file))
+            if file.parent.name == "dataset":
+                config.parameters["Dataset"] += [k for k in loaded if k not in config.parameters["Dataset"]]
+    return applied
+
+
 def _type_ok(default: Any, value: Any) -> bool:
     if value is None or default is None:
         return True
@@ -144,14 +160,8 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        props = Path(self.properties_root) if self.properties_root else properties_dir()
-        self.plugin_config_files = []
-        for file in (props / "overall.yaml", props / "model" / f"{model}.yaml", props / "dataset" / f"{dataset}.yaml"):
-            if file.is_file():
-                loaded = self._update_internal_config_dict(str(file)) or {}
-                self.plugin_config_files.append(str(file))
-                if file.parent.name == "dataset":
-                    self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+        root = Path(self.properties_root) if self.properties_root else properties_dir()
+        self.plugin_config_files = layer_plugin_properties(self, model, dataset, root)
 
     def _get_final_config_dict(self) -> dict:
         self._check_types()

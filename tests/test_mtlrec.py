@@ -1,0 +1,188 @@
+"""MTLRec on real RecBole data (a slice of ml-100k): heads, losses, task switches, evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from recbole_mtl.config import Config
+from recbole_mtl.data import INTEREST_LABEL_FIELD
+from recbole_mtl.quick_start import _build, load_data_and_model, run_recbole_mtl
+from recbole_mtl.utils import get_trainer
+from tests.conftest import ML100K, base_config
+
+SMALL = {
+    "MAX_ITEM_LIST_LENGTH": 10, "embedding_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32,
+    "shared_hidden": [32], "tower_hidden": [16], "train_batch_size": 512, "category_batch_size": 64,
+    "load_col": None,  # every column: user and item attributes are features
+    "category_field": "class",
+}
+
+
+def small_config(data_root, **overrides):
+    return base_config(data_root, **{**SMALL, **overrides})
+
+
+def build(data_root, **overrides):
+    config = Config(model="MTLRec", dataset="ml-slice", config_dict=small_config(data_root, **overrides), cmd_args=[])
+    dataset, train, valid, test, model = _build(config)
+    return config, dataset, train, valid, test, model
+
+
+@pytest.fixture(scope="module")
+def built(data_root):
+    return build(data_root)
+
+
+def table(model, name):
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith("sparse.")}[name]
+
+
+ITEM_TABLE = "sparse.item_collection.embeddings.item_id.weight"
+USER_TABLE = "sparse.feature_collection.embedding_bags.user_id.weight"
+TITLE_TABLE = "sparse.feature_collection.embedding_bags.movie_title.weight"
+
+
+def test_tables_come_from_dataset_fields_and_exclude_the_category_label(built):
+    _, dataset, _, _, _, model = built
+    fields = {f.field for f in model.spec.user_fields + model.spec.item_fields}
+    assert {"user_id", "age", "gender", "occupation", "movie_title", "release_year"} <= fields
+    assert "class" not in fields and "item_id" not in fields
+    assert model.state_dict()[ITEM_TABLE].shape == (dataset.item_num, 16)
+    assert model.state_dict()[USER_TABLE].shape == (dataset.user_num, 16)
+
+
+@pytest.mark.parametrize("normalize_all", [False, True])
+def test_interest_label_is_raw_rating_at_least_four(normalize_all, data_root):
+    _, dataset, _, _, _, _ = build(data_root, normalize_all=normalize_all)
+    labels = dataset.inter_feat[INTEREST_LABEL_FIELD]
+    rating = dataset.inter_feat["rating"]
+    if normalize_all:  # RecBole min-max normalises 1..5 to 0..1; the label still uses the raw value
+        assert rating.max() == 1.0 and rating.min() == 0.0
+        rating = rating * 4 + 1
+    torch.testing.assert_close(labels, (rating >= 4 - 1e-6).float())
+    assert 0.3 < labels.mean() < 0.8
+
+
+def test_category_split_is_fixed_by_seed_and_disjoint(built, data_root):
+    _, dataset, _, _, _, _ = built
+    split = dataset.category_split()
+    again = dataset.category_split()
+    assert all(torch.equal(split[k], again[k]) for k in split)
+    sets = [set(split[k].tolist()) for k in ("train", "valid", "test")]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    holdout = len(sets[1]) + len(sets[2])
+    assert abs(holdout / (holdout + len(sets[0])) - 0.2) < 0.01
+
+
+@pytest.mark.parametrize("task, changed", [
+    ("sequence", [ITEM_TABLE, USER_TABLE]),  # the shared bottom reads user features
+    ("interest", [ITEM_TABLE, USER_TABLE, TITLE_TABLE]),
+    ("category", [ITEM_TABLE, TITLE_TABLE]),
+])
+def test_each_head_updates_the_shared_embeddings(task, changed, data_root):
+    _, _, train, _, _, model = build(data_root, tasks=[task])
+    assert model.tasks == [task]
+    batch = next(iter(train))
+    before = {name: table(model, name) for name in (ITEM_TABLE, USER_TABLE, TITLE_TABLE)}
+    losses = model.calculate_loss(batch)
+    assert len(losses) == 1 and torch.isfinite(losses[0])
+    losses[0].backward()  # the fused optimizers update the tables inside backward
+    for name in (ITEM_TABLE, USER_TABLE, TITLE_TABLE):
+        moved = not torch.equal(before[name], table(model, name))
+        assert moved == (name in changed), (task, name)
+    # and the dense layers get gradients
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.dense_parameters())
+
+
+def test_task_weights_scale_the_losses(data_root):
+    torch.manual_seed(0)
+    _, _, train, _, _, model = build(data_root, task_weights={"sequence": 1.0, "interest": 1.0, "category": 1.0})
+    model.eval()
+    batch = next(iter(train))
+    torch.manual_seed(1)
+    plain = model.calculate_loss(batch)
+    model.task_weights = {"sequence": 2.0, "interest": 0.5, "category": 0.0}
+    torch.manual_seed(1)
+    weighted = model.calculate_loss(batch)
+    torch.testing.assert_close(torch.stack(weighted), torch.stack(plain) * torch.tensor([2.0, 0.5, 0.0]))
+
+
+def test_missing_category_field_switches_the_task_off_with_a_warning(data_root, caplog):
+    _, _, _, _, _, model = build(data_root, category_field="genre")
+    assert model.tasks == ["sequence", "interest"]
+    assert "task 'category' switched off" in caplog.text and "'genre'" in caplog.text and "category_field" in caplog.text
+
+
+@pytest.mark.parametrize("encoder", ["lstm", "gru", "transformer"])
+def test_encoders_are_causal_and_give_one_state_per_user(encoder, data_root):
+    from recbole_mtl.model.encoders import build_encoder
+
+    config = Config(model="MTLRec", dataset="ml-slice", config_dict=small_config(data_root, encoder=encoder), cmd_args=[])
+    enc = build_encoder(config, 16, 10).eval()
+    seq = torch.randn(3, 10, 16)
+    lengths = torch.tensor([4, 10, 1])
+    out = enc(seq, lengths)
+    assert out.shape == (3, 16)
+    changed = seq.clone()
+    changed[0, 4:] = torch.randn(6, 16)  # items after the last real one must not matter
+    torch.testing.assert_close(enc(changed, lengths)[0], out[0])
+
+
+def _check_ranges(result, tasks):
+    keys = set(result)
+    if "sequence" in tasks:
+        assert {"recall@10", "mrr@10", "ndcg@10", "hit@10"} <= keys
+    else:
+        assert not any("@" in k for k in keys)
+    interest = {f"interest_{m}" for m in ("auc", "logloss", "accuracy", "precision", "recall", "f1")}
+    category = {f"category_{m}" for m in ("accuracy", "label_accuracy", "micro_precision", "micro_recall",
+                                          "micro_f1", "macro_precision", "macro_recall", "macro_f1")}
+    assert (interest <= keys) == ("interest" in tasks) and (keys.isdisjoint(interest)) == ("interest" not in tasks)
+    assert (category <= keys) == ("category" in tasks) and (keys.isdisjoint(category)) == ("category" not in tasks)
+    for k, v in result.items():
+        assert math.isfinite(v), k
+        assert v >= 0 and (k == "interest_logloss" or v <= 1), (k, v)
+
+
+def test_one_epoch_saved_reports_every_task_and_reloads_identically(data_root, workdir):
+    result = run_recbole_mtl(model="MTLRec", dataset="ml-slice", config_dict=small_config(data_root), cmd_args=[])
+    _check_ranges(result["test_result"], ["sequence", "interest", "category"])
+    _check_ranges(result["best_valid_result"], ["sequence", "interest", "category"])
+    assert torch.load(result["checkpoint"], weights_only=True)["format"] == "recbole_mtl.checkpoint.v1"
+    config, model, _, _, _, test_data = load_data_and_model(result["checkpoint"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    reloaded = trainer.evaluate(test_data, load_best_model=False)
+    assert dict(reloaded) == pytest.approx(dict(result["test_result"]), abs=2e-4)
+    assert list((workdir / "log_tensorboard").rglob("events.*"))
+
+
+@pytest.mark.parametrize("tasks", [["sequence", "interest"], ["interest", "category"], ["category"]])
+def test_switching_tasks_off_removes_their_metrics(tasks, data_root, workdir):
+    valid_metric = "NDCG@10" if "sequence" in tasks else ("interest_auc" if "interest" in tasks else "category_micro_f1")
+    result = run_recbole_mtl(model="MTLRec", dataset="ml-slice", cmd_args=[],
+                             config_dict=small_config(data_root, tasks=tasks, valid_metric=valid_metric))
+    _check_ranges(result["test_result"], tasks)
+    assert result["best_valid_score"] == result["best_valid_result"][valid_metric.lower()]
+
+
+def test_valid_metric_direction_follows_the_metric(data_root):
+    for metric, bigger in (("interest_logloss", False), ("interest_auc", True), ("category_macro_f1", True)):
+        config = Config(model="MTLRec", dataset="ml-slice", config_dict=small_config(data_root, valid_metric=metric),
+                        cmd_args=[])
+        assert config["valid_metric_bigger"] is bigger
+
+
+def test_recbole_resolves_mtlrec_through_its_own_zoo(data_root, workdir):
+    from recbole.quick_start import run_recbole
+    from recbole.utils import get_model, get_trainer as recbole_get_trainer
+
+    from recbole_mtl.model.mtlrec import MTLRec
+    from recbole_mtl.trainer import MultiTaskTrainer
+
+    assert get_model("MTLRec") is MTLRec
+    assert recbole_get_trainer(MTLRec.type, "MTLRec") is MultiTaskTrainer
+    result = run_recbole(model="MTLRec", dataset="ml-slice", config_dict=small_config(data_root, tasks=["sequence"]))
+    assert "ndcg@10" in result["test_result"]
