@@ -124,6 +124,25 @@ def atomic_torch_save(obj: Any, path: str) -> None:
         pass
 
 
+def atomic_write_text(path, text: str) -> None:
+    """Write a text file atomically (temp file in the same folder, fsync, rename)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def load_checkpoint(path: str, map_location: Any = "cpu") -> dict:
     """Load a checkpoint with ``weights_only=True`` and explain every way it can fail."""
     path = os.fspath(path)
