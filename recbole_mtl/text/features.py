@@ -1,0 +1,91 @@
+"""Load ``<dataset>.itememb`` PLM vectors for a RecBole dataset, checking everything a user can get wrong."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from recbole_mtl.text.embed import EMB_FIELD, ID_FIELD, TextFeatureError, feature_paths, regenerate_command
+
+
+def load_item_vectors(dataset, folder: Path, dataset_name: str, plm: Optional[str] = None,
+                      text_fields: Optional[Sequence[str]] = None, forbidden_fields: Sequence[str] = (),
+                      data_root: Optional[str] = None) -> torch.Tensor:
+    """Vectors ``[item_num, P]`` aligned with the dataset's item ids (row 0, padding, is zero).
+
+    Args:
+        dataset: the RecBole dataset (its item-id token map).
+        folder: the folder holding ``<dataset_name>.itememb`` (see ``feature_folder``).
+        dataset_name: dataset name.
+        plm / text_fields: what the config asks for; ``None`` accepts what the sidecar says.
+        forbidden_fields: fields the vectors must not be built from (the category label).
+        data_root: the user's ``data_path`` (only to print the regenerate command).
+
+    Raises:
+        TextFeatureError: missing file or sidecar, sidecar not matching the config, wrong
+            dimension, NaN/inf, unknown item ids, items without a vector. The message names the
+            file (and line) and the command that regenerates it.
+    """
+    path, side = feature_paths(folder, dataset_name)
+    fix = regenerate_command(dataset_name, plm, list(text_fields or []), data_root)
+    if not path.is_file() or not side.is_file():
+        missing = path if not path.is_file() else side
+        raise TextFeatureError(f"text features are on but {missing} is missing. Create it with: {fix}")
+    try:
+        meta = json.loads(side.read_text())
+        dim, fields, used_plm = int(meta["dim"]), list(meta["text_fields"]), meta["plm"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TextFeatureError(f"{side} is unreadable ({e}). Regenerate it with: {fix}") from None
+    if plm and plm != used_plm:
+        raise TextFeatureError(f"{path} was made with plm '{used_plm}' but the config asks for '{plm}'. "
+                               f"Regenerate it with: {fix}")
+    if text_fields and list(text_fields) != fields:
+        raise TextFeatureError(f"{path} was made from text fields {fields} but the config asks for "
+                               f"{list(text_fields)}. Regenerate it with: {fix}")
+    leaked = [f for f in fields if f in forbidden_fields]
+    if leaked:
+        raise TextFeatureError(
+            f"{path} was made from {leaked}, the category task's label field: the model would read the labels "
+            f"it has to predict. Regenerate without it, e.g.: "
+            f"{regenerate_command(dataset_name, plm, [f for f in fields if f not in leaked], data_root)}"
+        )
+    token_to_id = dataset.field2token_id[dataset.iid_field]
+    vectors = torch.zeros(dataset.item_num, dim)
+    seen = torch.zeros(dataset.item_num, dtype=torch.bool)
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        if header != [f"{ID_FIELD}:token", f"{EMB_FIELD}:float_seq"]:
+            raise TextFeatureError(f"{path}, line 1: expected the header '{ID_FIELD}:token\\t{EMB_FIELD}:float_seq', "
+                                   f"got {header}. Regenerate it with: {fix}")
+        for lineno, line in enumerate(f, start=2):
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            token, _, values = line.partition("\t")
+            try:
+                row = [float(v) for v in values.split(" ")]
+            except ValueError:
+                raise TextFeatureError(f"{path}, line {lineno}, field {EMB_FIELD}: not a list of numbers. "
+                                       f"Regenerate it with: {fix}") from None
+            if len(row) != dim:
+                raise TextFeatureError(f"{path}, line {lineno}, field {EMB_FIELD}: {len(row)} values, the sidecar "
+                                       f"says dimension {dim}. Regenerate it with: {fix}")
+            if not all(math.isfinite(v) for v in row):
+                raise TextFeatureError(f"{path}, line {lineno}, field {EMB_FIELD}: NaN or inf values. "
+                                       f"Regenerate it with: {fix}")
+            if token not in token_to_id:
+                raise TextFeatureError(f"{path}, line {lineno}, field {ID_FIELD}: item '{token}' is not in the "
+                                       f"dataset. Regenerate it from the current .item file with: {fix}")
+            index = token_to_id[token]
+            vectors[index] = torch.tensor(row)
+            seen[index] = True
+    missing = (~seen[1:]).sum().item()
+    if missing:
+        example = dataset.field2id_token[dataset.iid_field][1:][(~seen[1:]).numpy()][:3].tolist()
+        raise TextFeatureError(f"{path} has no vector for {missing} item(s) of the dataset (e.g. {example}). "
+                               f"Regenerate it with: {fix}")
+    return vectors
