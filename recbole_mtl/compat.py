@@ -23,6 +23,7 @@ This is the only module that patches RecBole. It fixes three things:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import importlib.util
 import os
@@ -92,10 +93,11 @@ def plain_config(config: Any) -> dict:
     }
 
 
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``.
+@contextlib.contextmanager
+def atomic_open(path, mode: str = "w"):
+    """Open a temp file beside ``path``; on success fsync it and rename it over ``path``.
 
-    A crash mid-write leaves the previous file untouched.
+    A crash or an exception mid-write leaves the previous file untouched and no temp file.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -105,8 +107,8 @@ def atomic_torch_save(obj: Any, path: str) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; keep the usual file mode
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -124,23 +126,16 @@ def atomic_torch_save(obj: Any, path: str) -> None:
         pass
 
 
+def atomic_torch_save(obj: Any, path) -> None:
+    """``torch.save`` through :func:`atomic_open`."""
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
 def atomic_write_text(path, text: str) -> None:
-    """Write a text file atomically (temp file in the same folder, fsync, rename)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write a text file through :func:`atomic_open`."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
 
 
 def load_checkpoint(path: str, map_location: Any = "cpu") -> dict:

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from logging import getLogger
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+
+from recbole_mtl.compat import atomic_open
 
 SUFFIX = "itememb"
 EMB_FIELD = "item_emb"
@@ -166,21 +166,6 @@ def encode(texts: list[str], plm: str, batch_size: int = 64, show_progress: bool
     return np.asarray(vectors, dtype=np.float32)
 
 
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def embed_items(dataset: str, item_file: Path, out_folder: Path, plm: Optional[str] = None,
                 text_fields: Optional[Sequence[str]] = None, id_field: str = "item_id", exclude: Sequence[str] = (),
                 batch_size: int = 64, show_progress: bool = True, separator: str = "\t") -> dict:
@@ -214,7 +199,9 @@ def embed_items(dataset: str, item_file: Path, out_folder: Path, plm: Optional[s
             f.write(item_id + "\t" + " ".join(f"{x:.7g}" for x in vec) + "\n")
 
     sidecar = Sidecar(plm=plm, text_fields=fields, dim=int(vectors.shape[1]), items=len(ids), item_file_sha256=digest)
-    _write_atomic(out, write_features)
-    _write_atomic(side, lambda f: json.dump(asdict(sidecar), f, indent=2))
+    with atomic_open(out) as f:
+        write_features(f)
+    with atomic_open(side) as f:
+        json.dump(asdict(sidecar), f, indent=2)
     logger.info(f"wrote {len(ids)} item vectors of dimension {vectors.shape[1]} to {out}")
     return {"path": str(out), "sidecar": str(side), "skipped": False, "dim": sidecar.dim, "items": sidecar.items}
