@@ -71,10 +71,10 @@ def main(argv=None) -> dict:
               for t, name, key, base, value in rows]
     command = "python demo.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = "\n".join([
-        "# Demo: MTLRec vs RecBole baselines on ml-100k (test set)", "",
-        f"Command: `{command.strip()}` (what `make demo` runs)  ",
+        "# MTLRec vs RecBole baselines on ml-100k (test set)", "",
+        f"Command: `{command.strip()}` (`make demo` runs `python demo.py` with its defaults)  ",
         f"Date: {date.today()}. Seed {args.seed}; leave-one-out by time (each user's last interaction is "
-        f"the test case); MTLRec and SASRec: {args.epochs} epochs, MAX_ITEM_LIST_LENGTH={args.max_len}, "
+        f"the test case); MTLRec and SASRec: up to {args.epochs} epochs, MAX_ITEM_LIST_LENGTH={args.max_len}, "
         f"Transformer dropout {args.dropout}, other settings their YAML defaults; early stopping after "
         f"{args.stopping_step} evaluations without improvement; "
         f"DeepFM: {args.baseline_epochs} epochs, rating >= 4 labels on the same last interactions. "

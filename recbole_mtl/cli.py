@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="recbole-mtl",
         description="Train and evaluate a recbole_mtl model or any RecBole baseline. "
         "Any other --key=value overrides a config key.",
+        epilog="subcommands: `embed` writes PLM item-text vectors (recbole-mtl embed --help)",
     )
     parser.add_argument("--model", "-m", type=str, default="MTLRec", help="model name (default: MTLRec)")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (default: ml-100k)")
