@@ -75,8 +75,8 @@ def main(argv=None) -> dict:
         f"Command: `{command.strip()}` (`make demo` runs `python demo.py` with its defaults)  ",
         f"Date: {date.today()}. Seed {args.seed}; leave-one-out by time (each user's last interaction is "
         f"the test case); MTLRec and SASRec: up to {args.epochs} epochs, MAX_ITEM_LIST_LENGTH={args.max_len}, "
-        f"Transformer dropout {args.dropout}, other settings their YAML defaults; early stopping after "
-        f"{args.stopping_step} evaluations without improvement; "
+        f"Transformer dropout {args.dropout}, other settings their YAML defaults; RecBole early stopping "
+        f"with stopping_step={args.stopping_step}; "
         f"DeepFM: {args.baseline_epochs} epochs, rating >= 4 labels on the same last interactions. "
         "Best validation checkpoint of each run.", "",
         *table, "",
