@@ -213,14 +213,19 @@ def _resume_checkpoint(self, resume_file):
     self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
 
+def restore_model(trainer: Any, model_file: Any = None) -> None:
+    """Load a trainer's model from ``model_file`` (default: its best checkpoint), safely."""
+    checkpoint_file = model_file or trainer.saved_model_file
+    checkpoint = load_checkpoint(checkpoint_file, map_location=trainer.device)
+    trainer.model.load_state_dict(checkpoint["state_dict"])
+    trainer.model.load_other_parameter(checkpoint.get("other_parameter"))
+    trainer.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+
+
 def _wrap_evaluate(original):
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if eval_data and load_best_model:
-            checkpoint_file = model_file or self.saved_model_file
-            checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
-            self.model.load_state_dict(checkpoint["state_dict"])
-            self.model.load_other_parameter(checkpoint.get("other_parameter"))
-            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+            restore_model(self, model_file)
         return original(self, eval_data, load_best_model=False, show_progress=show_progress)
 
     evaluate.__doc__ = original.__doc__

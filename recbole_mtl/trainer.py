@@ -22,7 +22,7 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 from tqdm import tqdm
 
-from recbole_mtl.compat import load_checkpoint
+from recbole_mtl.compat import restore_model
 
 
 class MultiTaskTrainer(Trainer):
@@ -126,8 +126,7 @@ class MultiTaskTrainer(Trainer):
                                       show_progress=show_progress)
         else:
             if load_best_model:  # the same safe loading, without RecBole's ranking pass
-                checkpoint = load_checkpoint(model_file or self.saved_model_file, map_location=self.device)
-                self.model.load_state_dict(checkpoint["state_dict"])
+                restore_model(self, model_file)
             result = OrderedDict()
             if "interest" in tasks:
                 self._evaluate_without_ranking(eval_data, show_progress)
