@@ -179,4 +179,26 @@ def test_recbole_loads_the_feature_file_with_its_own_machinery(text_root):
     from recbole_mtl.text.features import load_item_vectors
 
     ours = load_item_vectors(dataset, text_root / "ml-slice", "ml-slice")
+    assert ours.dtype == torch.float32
     np.testing.assert_allclose(weight, ours.numpy(), atol=1e-6)
+
+
+def test_mtlrec_one_epoch_on_ml100k_with_real_text_features(tmp_path, monkeypatch):
+    """The full path: embed ml-100k with the shipped PLM (offline), then train MTLRec on it."""
+    from recbole_mtl.config import Config
+    from recbole_mtl.quick_start import run_recbole_mtl
+    from recbole_mtl.text.embed import embed_items, feature_folder
+    from tests.test_mtlrec import SMALL, _check_ranges
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    settings = {**SMALL, "load_col": None, "epochs": 1, "show_progress": False, "state": "WARNING",
+                "text_feature_dir": str(tmp_path / "features"), "checkpoint_dir": str(tmp_path / "saved"),
+                "train_batch_size": 2048, "MAX_ITEM_LIST_LENGTH": 5}
+    config = Config(model="MTLRec", dataset="ml-100k", config_dict=settings, cmd_args=[])
+    made = embed_items("ml-100k", Path(config["data_path"]) / "ml-100k.item", feature_folder(config),
+                       text_fields=config["text_fields"], exclude=["class"], show_progress=False)
+    assert made["items"] == 1682 and made["dim"] == 384
+    result = run_recbole_mtl(model="MTLRec", dataset="ml-100k", cmd_args=[],
+                             config_dict={**settings, "text_features": True})
+    _check_ranges(result["test_result"], ["sequence", "interest", "category"])
