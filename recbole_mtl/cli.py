@@ -20,10 +20,11 @@ USER_ERRORS: tuple = ()  # filled lazily so ``--help`` stays fast
 
 def _user_errors() -> tuple:
     from recbole_mtl.compat import CheckpointError
-    from recbole_mtl.config import ConfigError
+    from recbole_mtl.errors import ConfigError
+    from recbole_mtl.text.embed import TextFeatureError
     from recbole_mtl.utils import UnknownNameError
 
-    return (UnknownNameError, ConfigError, CheckpointError, FileNotFoundError)
+    return (UnknownNameError, ConfigError, CheckpointError, TextFeatureError, FileNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +84,7 @@ def embed_main(argv: Sequence[str]) -> dict:
         from recbole.utils import init_logger
 
         from recbole_mtl.config import Config
-        from recbole_mtl.text.embed import TextFeatureError, embed_items, feature_folder
+        from recbole_mtl.text.embed import embed_items, feature_folder
 
         config_files = args.config_files.strip().split(" ") if args.config_files else None
         config = Config(model="MTLRec", dataset=args.dataset, config_file_list=config_files, cmd_args=overrides)
@@ -99,9 +100,7 @@ def embed_main(argv: Sequence[str]) -> dict:
         print(f"{result['path']}: {result['items']} items x {result['dim']} dims ({state})")
         return result
     except Exception as e:
-        from recbole_mtl.text.embed import TextFeatureError
-
-        if args.debug or not isinstance(e, _user_errors() + (TextFeatureError,)):
+        if args.debug or not isinstance(e, _user_errors()):
             raise
         print(f"recbole-mtl embed: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -117,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
     overrides = _split_overrides(unknown, parser)
     try:
         if args.nproc != 1 or args.world_size > 1:
-            from recbole_mtl.config import ConfigError
+            from recbole_mtl.errors import ConfigError
 
             raise ConfigError(
                 f"--nproc={args.nproc}: multi-process training is not available in this version; "

@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import Enum
 
+from recbole_mtl.errors import ConfigError
 from recbole_mtl.utils import UnknownNameError, get_model, suggest
 
 # Keys RecBole and this plugin read that no YAML file declares.
@@ -31,10 +32,6 @@ _UNDECLARED_KEYS = {
 }
 # Plugin metrics where smaller is better (RecBole knows its own).
 _SMALLER_SUFFIXES = ("logloss", "loss", "hamming")
-
-
-class ConfigError(ValueError):
-    """A config value has the wrong type, or a name in the config does not exist."""
 
 
 def properties_dir() -> Path:
@@ -132,6 +129,9 @@ class Config(RecBoleConfig):
                     value = param
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 value = {"true": True, "false": False}.get(param.lower(), param)
+                if param.startswith("[") and param.endswith("]"):  # --tasks=[sequence,interest]
+                    value = [self._convert_config_dict({"v": x.strip()})["v"]
+                             for x in param[1:-1].split(",") if x.strip()]
             config_dict[key] = value
         return config_dict
 

@@ -23,6 +23,7 @@ from recbole.utils import set_color
 from tqdm import tqdm
 
 from recbole_mtl.compat import restore_model
+from recbole_mtl.errors import ConfigError
 
 
 class MultiTaskTrainer(Trainer):
@@ -52,7 +53,7 @@ class MultiTaskTrainer(Trainer):
                 factor=float(self.config["lr_decay_factor"] or 0.5),
                 patience=int(self.config["lr_patience"] if self.config["lr_patience"] is not None else 2),
             )
-        raise ValueError(f"lr_scheduler must be none, plateau or cosine; got '{kind}'.")
+        raise ConfigError(f"lr_scheduler must be none, plateau or cosine; got '{kind}'.")
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)

@@ -145,6 +145,9 @@ def test_config_rejects_wrong_types_and_parses_literals_without_eval(data_root):
                     cmd_args=["--topk=[5,10]", "--learning_rate=0.01", "--checkpoint_dir=__import__('os').getcwd()"])
     assert config["topk"] == [5, 10] and config["learning_rate"] == 0.01
     assert config["checkpoint_dir"] == "__import__('os').getcwd()"  # kept as text, never evaluated
+    config = Config(model="BPR", dataset="ml-slice", config_dict={"data_path": str(data_root)},
+                    cmd_args=["--metrics=[Recall,NDCG]", "--topk=[5, 10]"])
+    assert config["metrics"] == ["Recall", "NDCG"] and config["topk"] == [5, 10]
 
 
 def _cli(*args, cwd):

@@ -233,3 +233,18 @@ def test_fused_optimizer_state_travels_with_the_checkpoint(data_root):
     fresh.load_other_parameter(state)
     again = fresh.other_parameter()["sparse_optimizer"]["items"]["state"]["item_id.weight"]["item_id.weight.momentum_1"]
     torch.testing.assert_close(again, momenta)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("encoder", "cnn", "encoder must be lstm, gru or transformer"),
+    ("tasks", ["sequence", "ranking"], "unknown task 'ranking'"),
+    ("task_weights", {"sequence": 1.0, "seq": 2.0}, "task_weights names unknown tasks"),
+    ("embedding_optimizer", "adam", "cannot be fused into FBGEMM's CPU kernels"),
+    ("sequence_loss", "bpr", "sequence_loss must be 'ce' or 'sampled'"),
+    ("category_holdout_ratio", 1.5, "category_holdout_ratio must be between 0 and 1"),
+])
+def test_bad_model_settings_are_config_errors(key, value, message, data_root):
+    from recbole_mtl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        build(data_root, **{key: value})

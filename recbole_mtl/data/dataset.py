@@ -21,6 +21,8 @@ import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import FeatureSource, FeatureType
 
+from recbole_mtl.errors import ConfigError
+
 INTEREST_LABEL_FIELD = "interest_label"
 TASK_NAMES = ("sequence", "interest", "category")
 
@@ -38,7 +40,7 @@ class TaskFields:
     def from_config(cls, config) -> "TaskFields":
         ratio = float(config["category_holdout_ratio"] if config["category_holdout_ratio"] is not None else 0.2)
         if not 0.0 < ratio < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"category_holdout_ratio must be between 0 and 1 (exclusive), got {ratio}. "
                 "Set e.g. --category_holdout_ratio=0.2."
             )
@@ -71,7 +73,7 @@ class MultiTaskDataset(SequentialDataset):
         if not field or field not in self.inter_feat:
             return None
         if self.field2type[field] != FeatureType.FLOAT:
-            raise ValueError(
+            raise ConfigError(
                 f"interest_label_field '{field}' must be a float field of {self.dataset_name}.inter "
                 f"(header '{field}:float'), but it is {self.field2type[field].value}. "
                 "Set interest_label_field to a numeric field such as rating."
@@ -86,7 +88,7 @@ class MultiTaskDataset(SequentialDataset):
         tasks = []
         for task in wanted:
             if task not in TASK_NAMES:
-                raise ValueError(f"unknown task '{task}' in `tasks`; choose from {list(TASK_NAMES)}.")
+                raise ConfigError(f"unknown task '{task}' in `tasks`; choose from {list(TASK_NAMES)}.")
             reason = self._missing(task)
             if reason is None:
                 tasks.append(task)
@@ -143,7 +145,7 @@ class MultiTaskDataset(SequentialDataset):
         order = rng.permutation(labelled)
         n_holdout = max(2, int(round(len(order) * self.task_fields.category_holdout_ratio)))
         if len(order) - n_holdout < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"category task: only {len(order)} items have a '{self.task_fields.category_field}' "
                 "label, too few to hold some out; lower category_holdout_ratio or switch the task off."
             )

@@ -28,6 +28,8 @@ from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.keyed import CombinedOptimizer
 from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation
 
+from recbole_mtl.errors import ConfigError
+
 #: ``embedding_optimizer`` names -> optimizers FBGEMM fuses into its kernels. FBGEMM's CPU kernels
 #: offer SGD and (row-wise) Adagrad only; Adam needs the CUDA kernels.
 SPARSE_OPTIMIZERS: Dict[str, Type[torch.optim.Optimizer]] = {
@@ -43,7 +45,7 @@ def sparse_optimizer(name: str, device: torch.device) -> Type[torch.optim.Optimi
     key = str(name).lower()
     if key not in SPARSE_OPTIMIZERS or (key == "adam" and device.type != "cuda"):
         choices = sorted(k for k in SPARSE_OPTIMIZERS if k != "adam" or device.type == "cuda")
-        raise ValueError(
+        raise ConfigError(
             f"embedding_optimizer '{name}' cannot be fused into FBGEMM's {device.type.upper()} kernels; "
             f"choose one of {choices}."
         )

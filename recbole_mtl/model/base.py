@@ -28,6 +28,7 @@ from torch import nn
 from recbole_mtl.data.dataset import INTEREST_LABEL_FIELD, TASK_NAMES, MultiTaskDataset
 from recbole_mtl.embedding import FeatureSpec, build_kjt, build_sparse_arch
 from recbole_mtl.embedding.features import CATEGORY_SUFFIX
+from recbole_mtl.errors import ConfigError
 from recbole_mtl.model.encoders import build_encoder
 from recbole_mtl.model.mixtures import SharedBottom
 from recbole_mtl.tasks import CategoryHead, CategoryTask, InterestHead, InterestTask, SequenceHead, SequenceTask
@@ -94,7 +95,8 @@ class MultiTaskRecommender(SequentialRecommender):
         vectors = load_item_vectors(
             dataset, feature_folder(config), config["dataset"], plm=config["plm"], text_fields=config["text_fields"],
             forbidden_fields=[category_field] if "category" in self.tasks and category_field else [],
-            data_root=config.external_config_dict.get("data_path") if hasattr(config, "external_config_dict") else None,
+            fix_args=[f"--{key}={config.external_config_dict[key]}" for key in ("data_path", "text_feature_dir")
+                      if getattr(config, "external_config_dict", {}).get(key)],
         )
         return TextFusion(vectors.to(self.device), self.dim, str(config["text_adapter"] or "linear"),
                           str(config["text_fusion"] or "add"))
@@ -110,14 +112,14 @@ class MultiTaskRecommender(SequentialRecommender):
             wanted = [wanted]
         tasks = dataset.available_tasks(wanted)
         if not tasks:
-            raise ValueError(f"no task left to train: `tasks` is {wanted} and none can run on this dataset.")
+            raise ConfigError(f"no task left to train: `tasks` is {wanted} and none can run on this dataset.")
         return [t for t in TASK_NAMES if t in tasks]
 
     def _resolve_weights(self, config) -> dict[str, float]:
         weights = dict(config["task_weights"] or {})
         unknown = set(weights) - set(TASK_NAMES)
         if unknown:
-            raise ValueError(f"task_weights names unknown tasks {sorted(unknown)}; tasks are {list(TASK_NAMES)}.")
+            raise ConfigError(f"task_weights names unknown tasks {sorted(unknown)}; tasks are {list(TASK_NAMES)}.")
         return {t: float(weights.get(t, 1.0)) for t in self.tasks}
 
     def _init_category(self, config, dataset: MultiTaskDataset, dropout: float) -> None:

@@ -10,6 +10,8 @@ import torch
 from recbole.model.layers import TransformerEncoder
 from torch import nn
 
+from recbole_mtl.errors import ConfigError
+
 
 def last_position(output: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """``output[b, lengths[b] - 1]``: ``[B, L, D], [B] -> [B, D]``."""
@@ -68,4 +70,4 @@ def build_encoder(config, dim: int, max_len: int) -> nn.Module:
             float(config["hidden_dropout_prob"]), float(config["attn_dropout_prob"]), str(config["hidden_act"]),
             float(config["layer_norm_eps"]),
         )
-    raise ValueError(f"encoder must be lstm, gru or transformer; got '{kind}'.")
+    raise ConfigError(f"encoder must be lstm, gru or transformer; got '{kind}'.")

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from recbole_mtl.errors import ConfigError
+
 
 class SequenceHead(nn.Module):
     """User representation ``[B, D]`` -> query ``[B, D]`` in the item-embedding space."""
@@ -33,10 +35,10 @@ class SequenceTask:
     def __init__(self, config, n_items: int):
         self.loss_type = str(config["sequence_loss"] or "ce").lower()
         if self.loss_type not in ("ce", "sampled"):
-            raise ValueError(f"sequence_loss must be 'ce' or 'sampled', got '{self.loss_type}'.")
+            raise ConfigError(f"sequence_loss must be 'ce' or 'sampled', got '{self.loss_type}'.")
         self.num_negatives = int(config["num_negatives"] or 0)
         if self.loss_type == "sampled" and not 0 < self.num_negatives < n_items:
-            raise ValueError(f"num_negatives must be in [1, {n_items - 1}] with sequence_loss: sampled.")
+            raise ConfigError(f"num_negatives must be in [1, {n_items - 1}] with sequence_loss: sampled.")
         self.n_items = n_items
 
     def candidates(self, device: torch.device) -> torch.Tensor:

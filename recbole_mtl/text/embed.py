@@ -80,10 +80,11 @@ def feature_paths(folder, dataset: str) -> tuple[Path, Path]:
     return folder / f"{dataset}.{SUFFIX}", folder / f"{dataset}.{SUFFIX}.json"
 
 
-def regenerate_command(dataset: str, plm: Optional[str], fields: Sequence[str], data_path: Optional[str] = None) -> str:
+def regenerate_command(dataset: str, plm: Optional[str], fields: Sequence[str], extra: Sequence[str] = ()) -> str:
+    """The ``embed`` command that rebuilds the feature file (``extra``: e.g. ``--data_path=...``)."""
     cmd = f"python run_recbole_mtl.py embed --dataset {dataset}"
-    if data_path:
-        cmd += f" --data_path={data_path}"
+    for arg in extra:
+        cmd += f" {arg}"
     if plm:
         cmd += f" --plm {plm}"
     if fields:

@@ -14,7 +14,7 @@ from recbole_mtl.text.embed import EMB_FIELD, ID_FIELD, TextFeatureError, featur
 
 def load_item_vectors(dataset, folder: Path, dataset_name: str, plm: Optional[str] = None,
                       text_fields: Optional[Sequence[str]] = None, forbidden_fields: Sequence[str] = (),
-                      data_root: Optional[str] = None) -> torch.Tensor:
+                      fix_args: Sequence[str] = ()) -> torch.Tensor:
     """Vectors ``[item_num, P]`` aligned with the dataset's item ids (row 0, padding, is zero).
 
     Args:
@@ -23,7 +23,7 @@ def load_item_vectors(dataset, folder: Path, dataset_name: str, plm: Optional[st
         dataset_name: dataset name.
         plm / text_fields: what the config asks for; ``None`` accepts what the sidecar says.
         forbidden_fields: fields the vectors must not be built from (the category label).
-        data_root: the user's ``data_path`` (only to print the regenerate command).
+        fix_args: extra ``--key=value`` of the regenerate command (the user's ``data_path``, ...).
 
     Raises:
         TextFeatureError: missing file or sidecar, sidecar not matching the config, wrong
@@ -31,7 +31,7 @@ def load_item_vectors(dataset, folder: Path, dataset_name: str, plm: Optional[st
             file (and line) and the command that regenerates it.
     """
     path, side = feature_paths(folder, dataset_name)
-    fix = regenerate_command(dataset_name, plm, list(text_fields or []), data_root)
+    fix = regenerate_command(dataset_name, plm, list(text_fields or []), fix_args)
     if not path.is_file() or not side.is_file():
         missing = path if not path.is_file() else side
         raise TextFeatureError(f"text features are on but {missing} is missing. Create it with: {fix}")
@@ -51,7 +51,7 @@ def load_item_vectors(dataset, folder: Path, dataset_name: str, plm: Optional[st
         raise TextFeatureError(
             f"{path} was made from {leaked}, the category task's label field: the model would read the labels "
             f"it has to predict. Regenerate without it, e.g.: "
-            f"{regenerate_command(dataset_name, plm, [f for f in fields if f not in leaked], data_root)}"
+            f"{regenerate_command(dataset_name, plm, [f for f in fields if f not in leaked], fix_args)}"
         )
     token_to_id = dataset.field2token_id[dataset.iid_field]
     vectors = torch.zeros(dataset.item_num, dim)

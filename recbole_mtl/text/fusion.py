@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recbole_mtl.errors import ConfigError
+
 
 class TextFusion(nn.Module):
     """``ids [*], id_emb [*, D] -> [*, D]``.
@@ -26,9 +28,9 @@ class TextFusion(nn.Module):
     def __init__(self, vectors: torch.Tensor, dim: int, adapter: str = "linear", fusion: str = "add"):
         super().__init__()
         if adapter not in ("linear", "whiten_mlp"):
-            raise ValueError(f"text_adapter must be linear or whiten_mlp; got '{adapter}'.")
+            raise ConfigError(f"text_adapter must be linear or whiten_mlp; got '{adapter}'.")
         if fusion not in ("add", "concat", "gate"):
-            raise ValueError(f"text_fusion must be add, concat or gate; got '{fusion}'.")
+            raise ConfigError(f"text_fusion must be add, concat or gate; got '{fusion}'.")
         if adapter == "whiten_mlp":
             vectors = self._whiten(vectors)
             self.adapter = nn.Sequential(nn.Linear(vectors.shape[1], dim), nn.GELU(), nn.Linear(dim, dim))
