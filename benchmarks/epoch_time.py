@@ -60,7 +60,7 @@ def main() -> None:
     lines = [
         "# Training time per epoch: MTLRec vs SASRec (ml-100k)",
         "",
-        f"Command: `python benchmarks/epoch_time.py {' '.join(sys.argv[1:])}`".rstrip() + f"  ",
+        f"Command: `python benchmarks/epoch_time.py {' '.join(sys.argv[1:])}`".rstrip() + "  ",
         f"Date: {date.today()}; machine: {platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}; MAX_ITEM_LIST_LENGTH={args.max_len}, train_batch_size={args.batch}, "
         f"hidden={args.hidden}, 2 Transformer layers, dropout 0.2, {args.epochs} epochs each (median).",

@@ -15,10 +15,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-USER_ERRORS: tuple = ()  # filled lazily so ``--help`` stays fast
-
-
 def _user_errors() -> tuple:
+    """Errors that are the user's to fix (imported lazily so ``--help`` stays fast)."""
     from recbole_mtl.compat import CheckpointError
     from recbole_mtl.errors import ConfigError
     from recbole_mtl.text.embed import TextFeatureError

@@ -11,7 +11,7 @@ from recbole_mtl.config import Config
 from recbole_mtl.data import INTEREST_LABEL_FIELD
 from recbole_mtl.quick_start import _build, load_data_and_model, run_recbole_mtl
 from recbole_mtl.utils import get_trainer
-from tests.conftest import ML100K, base_config
+from tests.conftest import base_config
 
 SMALL = {
     "MAX_ITEM_LIST_LENGTH": 10, "embedding_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32,

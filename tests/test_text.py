@@ -15,7 +15,7 @@ import torch
 from recbole_mtl.text.embed import TextFeatureError, embed_items, read_item_texts
 from recbole_mtl.text.fusion import TextFusion
 from tests.conftest import base_config, write_slice
-from tests.test_mtlrec import build, small_config
+from tests.test_mtlrec import build
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,6 @@ def test_embed_command_line_offline(data_root, tmp_path):
 def write_random_features(folder: Path, dataset: str, dim: int = 12, fields=("movie_title",), seed: int = 0,
                           corrupt=None) -> None:
     """A small random feature file for every item of the slice (tests need no PLM for the model)."""
-    from tests.conftest import ML100K
 
     items = [l.split("\t")[0] for l in (folder / f"{dataset}.item").read_text().splitlines()[1:]]
     rng = np.random.default_rng(seed)

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Type
 import torch
 from torch import nn
 from torchrec import EmbeddingBagConfig, EmbeddingConfig
-from torchrec.modules.embedding_configs import BaseEmbeddingConfig, PoolingType
+from torchrec.modules.embedding_configs import PoolingType
 from torchrec.modules.embedding_modules import get_embedding_names_by_table
 from torchrec.modules.fused_embedding_modules import (
     FusedEmbeddingBagCollection,
@@ -114,7 +114,3 @@ def fused_embedding_bag_collection(tables: List[EmbeddingBagConfig], optimizer_t
     return FusedEmbeddingBagCollection(tables, optimizer_type=optimizer_type,
                                        optimizer_kwargs=optimizer_kwargs, device=device)
 
-
-def base_configs(module: nn.Module) -> List[BaseEmbeddingConfig]:
-    return list(module.embedding_bag_configs() if hasattr(module, "embedding_bag_configs")
-                else module.embedding_configs())
