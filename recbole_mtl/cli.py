@@ -5,7 +5,13 @@ Mirrors RecBole's ``run_recbole.py``::
     run_recbole_mtl.py --model=MTLRec --dataset=ml-100k --config_files="a.yaml b.yaml" --epochs=5
 
 Every ``--key=value`` that is not a flag below is a config override (highest priority).
-Subcommand ``embed`` writes PLM item-text vectors (``run_recbole_mtl.py embed --help``).
+Subcommand ``embed`` writes PLM item-text vectors (``run_recbole_mtl.py embed --help``);
+``export`` joins a sharded checkpoint into a single-process one; ``evaluate`` tests a checkpoint.
+
+``--nproc=N`` (N > 1) starts ``torchrun`` with N processes running this command line; plain
+``torchrun --nproc_per_node=N run_recbole_mtl.py ...`` does the same (multi-node with torchrun's
+``--nnodes/--node_rank/--master_addr/--master_port``, or RecBole's ``--world_size/--group_offset/
+--ip/--port`` here).
 """
 
 from __future__ import annotations
@@ -30,15 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="recbole-mtl",
         description="Train and evaluate a recbole_mtl model or any RecBole baseline. "
         "Any other --key=value overrides a config key.",
-        epilog="subcommands: `embed` writes PLM item-text vectors (recbole-mtl embed --help)",
+        epilog="subcommands: `embed` writes PLM item-text vectors (recbole-mtl embed --help); `export` joins "
+        "a sharded checkpoint into one file; `evaluate` tests a checkpoint (recbole-mtl export --help)",
     )
     parser.add_argument("--model", "-m", type=str, default="MTLRec", help="model name (default: MTLRec)")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (default: ml-100k)")
     parser.add_argument("--config_files", type=str, default=None, help='YAML files, space separated: "a.yaml b.yaml"')
-    parser.add_argument("--nproc", type=int, default=1, help="processes to train with (default: 1)")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="processes on this node; > 1 starts torchrun (default: 1)")
     parser.add_argument("--ip", type=str, default="localhost", help="master address for multi-process runs")
     parser.add_argument("--port", type=str, default="5678", help="master port for multi-process runs")
-    parser.add_argument("--world_size", type=int, default=-1, help="total processes over all nodes")
+    parser.add_argument("--world_size", type=int, default=-1,
+                        help="total processes over all nodes (default: --nproc)")
     parser.add_argument("--group_offset", type=int, default=0, help="global rank of this node's first process")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
@@ -104,22 +113,99 @@ def embed_main(argv: Sequence[str]) -> dict:
         raise SystemExit(2) from None
 
 
+def build_checkpoint_parser(command: str) -> argparse.ArgumentParser:
+    if command == "export":
+        parser = argparse.ArgumentParser(
+            prog="recbole-mtl export",
+            description="Join the per-rank files <name>.rank<r>-of-<W>.pth of a multi-process run into one "
+            "single-process checkpoint (full tables), evaluable and resumable without --nproc.")
+        parser.add_argument("--out", type=str, default=None, help="output file (default: the checkpoint path)")
+    else:
+        parser = argparse.ArgumentParser(
+            prog="recbole-mtl evaluate",
+            description="Rebuild data and model from a checkpoint and print its test metrics. Any other "
+            "--key=value overrides a saved config key (e.g. --data_path=...).")
+    parser.add_argument("--checkpoint", type=str, required=True, help="the .pth file (<name>.pth of the run)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def checkpoint_main(command: str, argv: Sequence[str]):
+    """``export`` (returns the written path) and ``evaluate`` (returns the test result)."""
+    parser = build_checkpoint_parser(command)
+    args, unknown = parser.parse_known_args(argv)
+    overrides = _split_overrides(unknown, parser) if command == "evaluate" else (
+        parser.error(f"unrecognised arguments {unknown}") if unknown else [])
+    try:
+        if command == "export":
+            from recbole_mtl.distributed import export_checkpoint
+
+            path = export_checkpoint(args.checkpoint, args.out)
+            print(f"wrote single-process checkpoint {path}")
+            return path
+        from recbole_mtl.quick_start import load_data_and_model
+        from recbole_mtl.utils import get_trainer
+
+        config, model, _, _, _, test_data = load_data_and_model(args.checkpoint, _literal_overrides(overrides))
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        result = trainer.evaluate(test_data, load_best_model=False)
+        print(f"test result: {dict(result)}")
+        return result
+    except Exception as e:
+        if args.debug or not isinstance(e, _user_errors()):
+            raise
+        print(f"recbole-mtl {command}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _literal_overrides(overrides: Sequence[str]) -> dict:
+    import ast
+
+    out = {}
+    for arg in overrides:
+        key, value = arg[2:].split("=", 1)
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _forwarded_argv(args: argparse.Namespace, overrides: Sequence[str]) -> list[str]:
+    """This command line without the launch flags, for the processes torchrun starts."""
+    argv = [f"--model={args.model}", f"--dataset={args.dataset}"]
+    if args.config_files:
+        argv.append(f"--config_files={args.config_files}")
+    if args.debug:
+        argv.append("--debug")
+    return argv + list(overrides)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
     """Run the command line; returns RecBole's result dict (None when the run failed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "embed":
         return embed_main(argv[1:])
+    if argv and argv[0] in ("export", "evaluate"):
+        return checkpoint_main(argv[0], argv[1:])
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     overrides = _split_overrides(unknown, parser)
     try:
-        if args.nproc != 1 or args.world_size > 1:
-            from recbole_mtl.errors import ConfigError
+        from recbole_mtl import distributed
 
-            raise ConfigError(
-                f"--nproc={args.nproc}: multi-process training is not available in this version; "
-                "run with --nproc=1 (the default)."
-            )
+        if (args.nproc > 1 or args.world_size > 1) and not distributed.under_torchrun():
+            if args.nproc < 1:
+                from recbole_mtl.errors import ConfigError
+
+                raise ConfigError(f"--nproc must be >= 1, got {args.nproc}.")
+            code = distributed.launch(_forwarded_argv(args, overrides), args.nproc, args.ip, args.port,
+                                      args.world_size, args.group_offset)
+            if code != 0:
+                print(f"recbole-mtl: error: a training process failed (torchrun exit status {code}); "
+                      "its traceback is above.", file=sys.stderr)
+                raise SystemExit(code)
+            return None
         from recbole_mtl.quick_start import run_recbole_mtl
 
         config_files = args.config_files.strip().split(" ") if args.config_files else None
@@ -135,3 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
 def console_main() -> None:
     """Entry point of the ``recbole-mtl`` console script."""
     main()
+
+
+if __name__ == "__main__":
+    console_main()

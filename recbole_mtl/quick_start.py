@@ -8,21 +8,47 @@ from logging import getLogger
 from typing import Optional, Sequence
 
 from recbole.data import create_dataset, data_preparation
+from recbole.data.utils import get_dataloader
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
 from recbole_mtl.compat import load_checkpoint
 from recbole_mtl.config import Config
+from recbole_mtl.distributed import export_checkpoint, init_from_env, is_distributed, barrier, rank
+from recbole_mtl.errors import ConfigError
 from recbole_mtl.utils import get_model, get_trainer, plugin_model_names
 
 
 def _build(config: Config):
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
+    if is_distributed(config):
+        train_data, valid_data, test_data = _distributed_data(config, dataset)
+        # the same seed on every rank: the tables start as in one process (DDP syncs the rest)
+        init_seed(config["seed"], config["reproducibility"])
+        model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+        return dataset, train_data, valid_data, test_data, model
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     return dataset, train_data, valid_data, test_data, model
+
+
+def _distributed_data(config: Config, dataset):
+    """RecBole's loaders with the training epoch split over ranks and evaluation whole on each.
+
+    Every rank evaluates every user: sharded lookups are collective, so all ranks run the same
+    evaluation batches, and the metrics equal those of one process.
+    """
+    config["single_spec"] = True
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    config["single_spec"] = False
+    train_data = get_dataloader(config, "train")(config, train_data._dataset, train_data._sampler,
+                                                 shuffle=config["shuffle"])
+    if train_data.sampler is not None and hasattr(train_data.sampler, "seed"):
+        train_data.sampler.seed = int(config["seed"])
+    return train_data, valid_data, test_data
 
 
 def run_recbole_mtl(
@@ -49,6 +75,9 @@ def run_recbole_mtl(
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
                     config_dict=config_dict, cmd_args=cmd_args)
+    if init_from_env(config) and config["model"] not in plugin_model_names():
+        raise ConfigError(f"multi-process training shards the plugin's models ({plugin_model_names()}); "
+                          f"run the RecBole model {config['model']} in one process (no --nproc, no torchrun).")
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -73,6 +102,12 @@ def run_recbole_mtl(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
     )
 
+    checkpoint = trainer.saved_model_file if saved else None
+    if saved and is_distributed(config):  # every rank wrote its shards; rank 0 joins them
+        barrier()
+        if rank() == 0:
+            export_checkpoint(checkpoint)
+        barrier()
     logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
@@ -81,7 +116,7 @@ def run_recbole_mtl(
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
-        "checkpoint": trainer.saved_model_file if saved else None,
+        "checkpoint": checkpoint,
     }
 
 

@@ -5,15 +5,19 @@ Shapes: B = batch, L = sequence length, D = ``embedding_size``.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torchrec import EmbeddingBagConfig, EmbeddingConfig, JaggedTensor, KeyedJaggedTensor, KeyedTensor
 from torchrec.modules.embedding_configs import PoolingType
 
 from recbole_mtl.embedding.features import CATEGORY_SUFFIX, FeatureSpec
 from recbole_mtl.embedding.fused import fused_embedding_bag_collection, fused_embedding_collection, sparse_optimizer
+
+if TYPE_CHECKING:
+    from recbole_mtl.embedding.sharding import ShardingOptions
 
 #: Features looked up through the item-id table (it is shared by inputs and output scores).
 ITEM_FEATURES = ["item_id_list", "target_item", "candidate_item", "category_item"]
@@ -56,7 +60,7 @@ class SparseArch(nn.Module):
 
 
 def build_sparse_arch(spec: FeatureSpec, dim: int, optimizer: str, learning_rate: float,
-                      device: torch.device) -> SparseArch:
+                      device: torch.device, sharding: Optional["ShardingOptions"] = None) -> nn.Module:
     """Fused TorchRec collections for ``spec``; every table updates sparsely inside ``backward``.
 
     Args:
@@ -65,6 +69,9 @@ def build_sparse_arch(spec: FeatureSpec, dim: int, optimizer: str, learning_rate
         optimizer: fused optimizer name (``adam``, ``adagrad``, ``rowwise_adagrad``, ``sgd``).
         learning_rate: its learning rate.
         device: where the tables live (FBGEMM's CPU or CUDA kernels).
+        sharding: when training in several processes, the user's per-table constraints: the
+            tables are then sharded over the default process group (same forward, same initial
+            values as in one process).
     """
     optimizer_type = sparse_optimizer(optimizer, device)
     kwargs: dict = {"lr": learning_rate}
@@ -79,4 +86,19 @@ def build_sparse_arch(spec: FeatureSpec, dim: int, optimizer: str, learning_rate
         tables.append(EmbeddingBagConfig(name=f.field, embedding_dim=dim, num_embeddings=f.num_embeddings,
                                          feature_names=features, pooling=PoolingType.MEAN))
     features = fused_embedding_bag_collection(tables, optimizer_type, kwargs, device) if tables else None
-    return SparseArch(items, features)
+    arch = SparseArch(items, features)
+    if sharding is None:
+        return arch
+    from recbole_mtl.distributed import local_world_size
+    from recbole_mtl.embedding.sharding import shard_sparse_arch
+
+    return shard_sparse_arch(arch, optimizer_type, kwargs, sharding, device, dist.group.WORLD, local_world_size())
+
+
+def sharding_options(config) -> Optional["ShardingOptions"]:
+    """The per-table sharding constraints when ``config`` describes a multi-process run, else None."""
+    if config["single_spec"] is None or config["single_spec"]:
+        return None
+    from recbole_mtl.embedding.sharding import ShardingOptions
+
+    return ShardingOptions.from_config(config)

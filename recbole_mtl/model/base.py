@@ -26,7 +26,7 @@ from recbole.utils import InputType, ModelType
 from torch import nn
 
 from recbole_mtl.data.dataset import INTEREST_LABEL_FIELD, TASK_NAMES, MultiTaskDataset
-from recbole_mtl.embedding import FeatureSpec, build_kjt, build_sparse_arch
+from recbole_mtl.embedding import FeatureSpec, build_kjt, build_sparse_arch, sharding_options
 from recbole_mtl.embedding.features import CATEGORY_SUFFIX
 from recbole_mtl.errors import ConfigError
 from recbole_mtl.model.encoders import build_encoder
@@ -62,6 +62,7 @@ class MultiTaskRecommender(SequentialRecommender):
         self.sparse = build_sparse_arch(
             self.spec, self.dim, str(config["embedding_optimizer"] or "rowwise_adagrad"),
             float(config["embedding_learning_rate"] or config["learning_rate"]), config["device"],
+            sharding=sharding_options(config),
         )
         self.text = self._build_text_fusion(config, dataset)
         self.encoder = build_encoder(config, self.dim, self.max_seq_length)
