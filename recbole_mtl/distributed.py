@@ -106,7 +106,8 @@ def launch(argv: Sequence[str], nproc: int, ip: str, port: str, world_size_arg: 
     """Run ``recbole_mtl.cli`` under torchrun with ``nproc`` processes on this node.
 
     RecBole's flags map to torchrun's: ``--world_size`` / ``--nproc`` nodes, this node's rank
-    ``--group_offset // --nproc``, rendezvous at ``--ip:--port``.
+    ``--group_offset // --nproc``, rendezvous at ``--ip:--port`` (``--port=0`` on one node: any
+    free port).
 
     Returns:
         torchrun's exit status (non-zero when a rank failed; torchrun names it).
@@ -115,9 +116,13 @@ def launch(argv: Sequence[str], nproc: int, ip: str, port: str, world_size_arg: 
     if total % nproc or group_offset % nproc:
         raise ConfigError(f"--world_size={total} and --group_offset={group_offset} must be multiples of "
                           f"--nproc={nproc} (every node runs --nproc processes).")
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-           f"--nnodes={total // nproc}", f"--node_rank={group_offset // nproc}",
-           f"--master_addr={ip}", f"--master_port={port}", "-m", "recbole_mtl.cli", *argv]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+    if total == nproc and str(port) == "0":  # one node, any free port
+        cmd.append("--standalone")
+    else:
+        cmd += [f"--nnodes={total // nproc}", f"--node_rank={group_offset // nproc}",
+                f"--master_addr={ip}", f"--master_port={port}"]
+    cmd += ["-m", "recbole_mtl.cli", *argv]
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])

@@ -49,6 +49,7 @@ class MultiTaskTrainer(Trainer):
         self.is_distributed = distributed.is_distributed(config)
         if self.is_distributed:  # RecBole's own DDP set-up is CUDA-only; ours follows
             config["single_spec"] = True
+            os.makedirs(config["checkpoint_dir"], exist_ok=True)  # RecBole's check-then-create races across ranks
         super().__init__(config, model)
         self._valid_loader = None
         self._interest_buffer: list = []

@@ -398,16 +398,18 @@ def shard_sparse_arch(unsharded: nn.Module, optimizer_type, optimizer_kwargs: Di
     item_configs = unsharded.item_collection.embedding_configs()
     feature_configs = (unsharded.feature_collection.embedding_bag_configs()
                        if unsharded.feature_collection is not None else [])
-    items, features = _meta_collections(item_configs, feature_configs)
-    module = SparseArch(items, features)
-    apply_optimizer_in_backward(optimizer_type, module.parameters(), dict(optimizer_kwargs))  # it adds keys
-    tables = [c.name for c in list(item_configs) + list(feature_configs)]
-    plan = plan_sharding(module, options, tables, [c.name for c in item_configs], device, pg, local_world_size)
-    dmp = DistributedModelParallel(module, env=ShardingEnv.from_process_group(pg), device=device, plan=plan,
-                                   sharders=sharders())
-    replicated = {_strip(n): p for n, p in dmp.named_parameters()
-                  if any(row["sharding_type"] == "data_parallel" and n.endswith(f".{row['table']}.weight")
-                         for row in describe_plan(plan))}
+    # planning and sharding draw random numbers (table init); keep the model's stream as in one process
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        items, features = _meta_collections(item_configs, feature_configs)
+        module = SparseArch(items, features)
+        apply_optimizer_in_backward(optimizer_type, module.parameters(), dict(optimizer_kwargs))  # it adds keys
+        tables = [c.name for c in list(item_configs) + list(feature_configs)]
+        plan = plan_sharding(module, options, tables, [c.name for c in item_configs], device, pg, local_world_size)
+        dmp = DistributedModelParallel(module, env=ShardingEnv.from_process_group(pg), device=device, plan=plan,
+                                       sharders=sharders())
+        replicated = {_strip(n): p for n, p in dmp.named_parameters()
+                      if any(row["sharding_type"] == "data_parallel" and n.endswith(f".{row['table']}.weight")
+                             for row in describe_plan(plan))}
     arch = ShardedSparseArch(dmp, plan, _ReplicatedTableOptimizer(replicated, optimizer_type, optimizer_kwargs, pg))
     full = {k: v.detach() for k, v in unsharded.state_dict().items() if k.endswith(".weight")}
     arch.load_full_tables(full)

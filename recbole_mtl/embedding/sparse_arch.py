@@ -11,9 +11,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torchrec import EmbeddingBagConfig, EmbeddingConfig, JaggedTensor, KeyedJaggedTensor, KeyedTensor
+from torchrec.distributed.types import LazyAwaitable
 from torchrec.modules.embedding_configs import PoolingType
 
+from recbole_mtl.embedding import plain
 from recbole_mtl.embedding.features import CATEGORY_SUFFIX, FeatureSpec
+from recbole_mtl.errors import ConfigError
 from recbole_mtl.embedding.fused import fused_embedding_bag_collection, fused_embedding_collection, sparse_optimizer
 
 if TYPE_CHECKING:
@@ -41,26 +44,61 @@ class SparseArch(nn.Module):
         items = self.item_collection(item_kjt)
         pooled = None
         if self.feature_collection is not None and feature_kjt is not None:
-            pooled = self.feature_collection(feature_kjt)
+            pooled = mean_pool(self.feature_collection(feature_kjt), feature_kjt)
         return items, pooled
 
     def sparse_optimizer_state(self) -> dict:
-        """State of the fused optimizers (momenta), for checkpoints."""
-        state = {"items": self.item_collection.fused_optimizer().state_dict()}
+        """State of the tables' optimizers (momenta), for checkpoints."""
+        state = {"items": _optimizer_state(self.item_collection)}
         if self.feature_collection is not None:
-            state["features"] = self.feature_collection.fused_optimizer().state_dict()
+            state["features"] = _optimizer_state(self.feature_collection)
         return state
 
     def load_sparse_optimizer_state(self, state: Optional[dict]) -> None:
         if not state:
             return
-        self.item_collection.fused_optimizer().load_state_dict(state["items"])
+        _load_optimizer_state(self.item_collection, state["items"])
         if self.feature_collection is not None and "features" in state:
-            self.feature_collection.fused_optimizer().load_state_dict(state["features"])
+            _load_optimizer_state(self.feature_collection, state["features"])
+
+
+def mean_pool(summed: KeyedTensor, kjt: KeyedJaggedTensor) -> KeyedTensor:
+    """Bag sums ``[B, sum of D]`` -> bag means (empty bags stay 0).
+
+    The tables pool with SUM and the mean is taken here, for every sharding alike: TorchRec
+    1.8's sharded pooled collection divides MEAN bags of its table-wise tables a second time
+    when row-wise tables share the collection.
+    """
+    if isinstance(summed, LazyAwaitable):
+        summed = summed.wait()
+    keys = summed.keys()
+    index = {k: i for i, k in enumerate(kjt.keys())}
+    lengths = kjt.lengths().view(len(index), -1)[[index[k] for k in keys]]  # [F, B]
+    dims = torch.tensor(summed.length_per_key(), device=lengths.device)
+    divisor = lengths.clamp(min=1).t().to(summed.values().dtype).repeat_interleave(dims, dim=1)  # [B, sum D]
+    return KeyedTensor(keys=keys, length_per_key=summed.length_per_key(), values=summed.values() / divisor)
+
+
+def _optimizer_state(collection: nn.Module) -> dict:
+    if hasattr(collection, "fused_optimizer"):
+        return collection.fused_optimizer().state_dict()
+    return plain.optimizer_state(collection)
+
+
+def _load_optimizer_state(collection: nn.Module, state: dict) -> None:
+    if hasattr(collection, "fused_optimizer"):
+        collection.fused_optimizer().load_state_dict(state)
+    else:
+        plain.load_optimizer_state(collection, state)
+
+
+#: ``embedding_backend`` values.
+BACKENDS = ("fused", "nn")
 
 
 def build_sparse_arch(spec: FeatureSpec, dim: int, optimizer: str, learning_rate: float,
-                      device: torch.device, sharding: Optional["ShardingOptions"] = None) -> nn.Module:
+                      device: torch.device, sharding: Optional["ShardingOptions"] = None,
+                      backend: str = "fused") -> nn.Module:
     """Fused TorchRec collections for ``spec``; every table updates sparsely inside ``backward``.
 
     Args:
@@ -72,19 +110,28 @@ def build_sparse_arch(spec: FeatureSpec, dim: int, optimizer: str, learning_rate
         sharding: when training in several processes, the user's per-table constraints: the
             tables are then sharded over the default process group (same forward, same initial
             values as in one process).
+        backend: ``fused`` (TorchRec/FBGEMM) or ``nn`` (plain PyTorch tables, one process).
     """
-    optimizer_type = sparse_optimizer(optimizer, device)
-    kwargs: dict = {"lr": learning_rate}
-    if optimizer_type is not torch.optim.SGD:
-        kwargs["eps"] = 1e-8
+    if backend not in BACKENDS:
+        raise ConfigError(f"embedding_backend must be one of {list(BACKENDS)}, got '{backend}'.")
+    if backend == "nn" and sharding is not None:
+        raise ConfigError("embedding_backend 'nn' runs in one process; several processes shard TorchRec's "
+                          "fused tables (embedding_backend: fused).")
     item_table = EmbeddingConfig(name="item_id", embedding_dim=dim, num_embeddings=spec.n_items,
                                  feature_names=list(ITEM_FEATURES))
-    items = fused_embedding_collection([item_table], optimizer_type, kwargs, device)
     tables = []
     for f in spec.user_fields + spec.item_fields:
         features = [f.field] + ([f.field + CATEGORY_SUFFIX] if f.side == "item" else [])
         tables.append(EmbeddingBagConfig(name=f.field, embedding_dim=dim, num_embeddings=f.num_embeddings,
-                                         feature_names=features, pooling=PoolingType.MEAN))
+                                         feature_names=features, pooling=PoolingType.SUM))  # mean: mean_pool
+    if backend == "nn":
+        return SparseArch(*plain.plain_collections([item_table], tables, optimizer,
+                                                   {"lr": learning_rate, "eps": 1e-8}, device))
+    optimizer_type = sparse_optimizer(optimizer, device)
+    kwargs: dict = {"lr": learning_rate}
+    if optimizer_type is not torch.optim.SGD:
+        kwargs["eps"] = 1e-8
+    items = fused_embedding_collection([item_table], optimizer_type, kwargs, device)
     features = fused_embedding_bag_collection(tables, optimizer_type, kwargs, device) if tables else None
     arch = SparseArch(items, features)
     if sharding is None:

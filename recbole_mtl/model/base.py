@@ -62,7 +62,7 @@ class MultiTaskRecommender(SequentialRecommender):
         self.sparse = build_sparse_arch(
             self.spec, self.dim, str(config["embedding_optimizer"] or "rowwise_adagrad"),
             float(config["embedding_learning_rate"] or config["learning_rate"]), config["device"],
-            sharding=sharding_options(config),
+            sharding=sharding_options(config), backend=str(config["embedding_backend"] or "fused").lower(),
         )
         self.text = self._build_text_fusion(config, dataset)
         self.encoder = build_encoder(config, self.dim, self.max_seq_length)
