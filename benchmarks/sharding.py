@@ -79,15 +79,21 @@ def worker(spec: dict) -> None:
         trainer._train_epoch(train_data, epoch, show_progress=distributed.rank() == 0)
         distributed.barrier()
         seconds.append(time.perf_counter() - start)
-    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    per_rank = [rss_gib]
+    import gc
+
+    import psutil
+
+    gc.collect()
+    rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, psutil.Process().memory_info().rss / 2**30)
+    per_rank = [rss]
     if distributed.is_distributed():
         per_rank = [None] * distributed.world_size()
-        torch.distributed.all_gather_object(per_rank, rss_gib)
+        torch.distributed.all_gather_object(per_rank, rss)
     if distributed.rank() == 0:
         row = {**spec["label"], "world_size": distributed.world_size(), "n_train": n_train,
                "item_rows": int(model.n_items), "epoch_s": seconds, "build_s": build_s,
-               "interactions_per_s": n_train / min(seconds), "peak_rss_gib": per_rank}
+               "interactions_per_s": n_train / min(seconds), "peak_rss_gib": [r[0] for r in per_rank],
+               "rss_after_gib": [r[1] for r in per_rank]}
         with open(spec["out"], "a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
@@ -123,7 +129,8 @@ def report(rows: list[dict], command: str, out_md: Path) -> None:
     def fmt(row):
         return (f"| {row['backend']} | {row['item_rows']:,} | {row['world_size']} x {row['threads']} | "
                 f"{row['interactions_per_s']:,.0f} | {min(row['epoch_s']):.1f} | "
-                f"{' / '.join(f'{r:.2f}' for r in row['peak_rss_gib'])} |")
+                f"{' / '.join(f'{r:.2f}' for r in row['peak_rss_gib'])} | "
+                f"{' / '.join(f'{r:.2f}' for r in row.get('rss_after_gib', [])) or 'not measured'} |")
 
     lines = [
         "# Scale-out: throughput and memory per rank",
@@ -134,10 +141,14 @@ def report(rows: list[dict], command: str, out_md: Path) -> None:
         "Synthetic data from `dataset/make_synthetic.py`; MTLRec with sequence + interest tasks, sampled softmax "
         "over 1000 items, embedding_size 64, 1 Transformer layer, MAX_ITEM_LIST_LENGTH 20, batch 1024 "
         "(split over the ranks), SGD on the tables. Throughput = training interactions of one epoch / its "
-        "wall time (all ranks together); peak RSS per rank includes loading the data and building the tables.",
+        "wall time (all ranks together); peak RSS per rank includes loading the data (RecBole reads the whole "
+        ".item file on every rank) and building the tables (each rank first builds the whole table, so that "
+        "its shard starts from the values one process would have); RSS after the epoch is what a rank holds "
+        "while training.",
         "",
-        "| tables | item rows | processes x threads | interactions/s | epoch s | peak RSS per rank (GiB) |",
-        "|---|---|---|---|---|---|",
+        "| tables | item rows | processes x threads | interactions/s | epoch s | peak RSS per rank (GiB) "
+        "| RSS after the epoch per rank (GiB) |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [fmt(r) for r in rows]
     out_md.parent.mkdir(parents=True, exist_ok=True)
@@ -181,8 +192,10 @@ def main() -> None:
         "fused-big-2threads": (big, "fused", 1, 2), "fused-big-2proc": (big, "fused", 2, 1),
     }
     wanted = args.only.split(",") if args.only else list(runs)
-    if not args.only and jsonl.exists():
-        jsonl.unlink()
+    if jsonl.exists():  # keep earlier rows of the runs not repeated now
+        kept = [line for line in jsonl.read_text().splitlines()
+                if line.strip() and args.only and json.loads(line)["name"] not in wanted]
+        jsonl.write_text("".join(line + "\n" for line in kept))
     for name in wanted:
         dataset, backend, nproc, threads = runs[name]
         config = model_config(args.data_dir, dataset, backend, sharded=nproc > 1)
@@ -190,7 +203,7 @@ def main() -> None:
     rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     order = {n: i for i, n in enumerate(runs)}
     rows.sort(key=lambda r: order.get(r["name"], 99))
-    report(rows, "python benchmarks/sharding.py " + " ".join(sys.argv[1:]), args.out)
+    report(rows, "python benchmarks/sharding.py" + "".join(" " + a for a in sys.argv[1:]), args.out)
     print(args.out.read_text())
 
 

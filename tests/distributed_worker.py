@@ -4,10 +4,11 @@
     torchrun --nproc_per_node=2 tests/distributed_worker.py SPEC.json OUT_DIR
 
 SPEC holds ``base`` (a config dict) and ``variants`` (name -> config overrides, plus optional
-``resume_from``: a variant whose checkpoint this one resumes). For each variant, in order, the
-real pipeline runs (Config, RecBole data, MTLRec, MultiTaskTrainer.fit, evaluate) and rank 0
-writes ``OUT_DIR/<variant>.pth`` with the per-epoch training losses, the test result, the
-sharding plan, the full tables (joined from every rank's shards) and the checkpoint path.
+``resume_from``: a variant whose checkpoint this one resumes, or ``resume_path``: a checkpoint
+file). For each variant, in order, the real pipeline runs (Config, RecBole data, MTLRec,
+MultiTaskTrainer.fit, evaluate) and rank 0 writes ``OUT_DIR/<variant>.pth`` with the per-epoch
+training losses, the test result, the sharding plan, the full tables before and after training
+(joined from every rank's shards) and the checkpoint path.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def full_tables(model) -> tuple[dict, list]:
 def run_variant(name: str, base: dict, overrides: dict, saved_paths: dict, out: Path) -> None:
     overrides = dict(overrides)
     resume_from = overrides.pop("resume_from", None)
+    if "resume_path" in overrides:  # a checkpoint written elsewhere (e.g. by one process)
+        resume_from = overrides.pop("resume_path")
+        saved_paths[resume_from] = resume_from
     config_dict = {**base, **overrides, "checkpoint_dir": str(out / "saved" / name)}
     config = Config(model="MTLRec", dataset=base["dataset"], config_dict=config_dict, cmd_args=[])
     distributed.init_from_env(config)

@@ -90,9 +90,12 @@ def runs(tmp_path_factory):
     write_slice(root, "ml-dist", max_user=22)
     base = _base(root)
     _launch(1, {"base": base, "variants": {"single": {}}}, root / "one")
-    _launch(2, {"base": base, "variants": VARIANTS}, root / "two")
-    results = {"single": torch.load(root / "one" / "single.pth", weights_only=True)}
-    for name in VARIANTS:
+    single = torch.load(root / "one" / "single.pth", weights_only=True)
+    # 2 processes also start from the single-process checkpoint (its last epoch: nothing left to train)
+    variants = {**VARIANTS, "from_single": {"resume_path": single["checkpoint"]}}
+    _launch(2, {"base": base, "variants": variants}, root / "two")
+    results = {"single": single}
+    for name in variants:
         results[name] = torch.load(root / "two" / f"{name}.pth", weights_only=True)
     results["root"] = root
     return results
@@ -151,6 +154,15 @@ def test_resuming_a_sharded_checkpoint_continues_the_same_training(runs):
     for key, table in straight["tables"].items():
         torch.testing.assert_close(resumed["tables"][key], table, atol=1e-6, rtol=1e-5, msg=key)
     assert any((resumed["tables"][k] - first["tables"][k]).abs().max() > 1e-3 for k in first["tables"])
+
+
+def test_two_processes_shard_a_single_process_checkpoint(runs):
+    loaded, single = runs["from_single"], runs["single"]
+    assert loaded["losses"] == {}  # the checkpoint is at the last epoch
+    for key, table in single["tables"].items():
+        torch.testing.assert_close(loaded["tables"][key], table, atol=0, rtol=0, msg=key)
+    ranking = ["recall@10", "mrr@10", "ndcg@10", "hit@10"]
+    assert {k: loaded["test_result"][k] for k in ranking} == {k: single["test_result"][k] for k in ranking}
 
 
 def test_export_is_a_single_process_checkpoint_with_rank0s_metrics(runs, monkeypatch):

@@ -37,8 +37,7 @@ from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
-from torchrec.distributed.types import ShardingEnv, ShardingPlan, ShardingType
-from torchrec.distributed.embedding_types import EmbeddingComputeKernel
+from torchrec.distributed.types import LazyAwaitable, ShardingEnv, ShardingPlan, ShardingType
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
@@ -47,12 +46,9 @@ from recbole_mtl.errors import ConfigError
 #: ``sharding_types`` values (TorchRec's ``ShardingType`` names) that run on CPU with gloo.
 SHARDING_TYPES = ("table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel")
 #: ``compute_kernels`` values: FBGEMM kernels with the optimizer fused in, or dense tables
-#: (``data_parallel`` only; its rows are updated by the same optimizer after DDP's all-reduce).
+#: (``data_parallel`` only; their rows are updated by the same optimizer after the gradient is
+#: averaged over ranks).
 COMPUTE_KERNELS = ("fused", "dense")
-
-#: state_dict prefixes of the two collections inside a SparseArch (single-process key names).
-ITEM_PREFIX = "item_collection.embeddings."
-FEATURE_PREFIX = "feature_collection.embedding_bags."
 
 
 class CPURowWiseEmbeddingBagSharder(EmbeddingBagCollectionSharder):
@@ -321,8 +317,6 @@ class ShardedSparseArch(nn.Module):
 
 def _wait(value):
     """Resolve TorchRec's lazy awaitables (sharded outputs) into tensors."""
-    from torchrec.distributed.types import LazyAwaitable
-
     return value.wait() if isinstance(value, LazyAwaitable) else value
 
 
