@@ -60,12 +60,15 @@ def run_variant(name: str, base: dict, overrides: dict, saved_paths: dict, out: 
     trainer.fit(train_data, valid_data, saved=True, verbose=False)
     saved_paths[name] = trainer.saved_model_file
     test_result = trainer.evaluate(test_data, load_best_model=False)
+    model.eval()
+    with torch.no_grad():  # every rank takes part in the (collective) lookups
+        scores = {k: v.detach().clone() for k, v in model.predict_tasks(next(iter(test_data))[0]).items()}
     tables, plan = full_tables(model)
     distributed.barrier()
     if distributed.rank() == 0:
         torch.save({"losses": {int(k): float(v) for k, v in trainer.train_loss_dict.items()},
                     "test_result": {k: float(v) for k, v in test_result.items()}, "plan": plan, "tables": tables,
-                    "initial_tables": initial_tables,
+                    "initial_tables": initial_tables, "first_test_batch_scores": scores,
                     "checkpoint": trainer.saved_model_file, "world_size": distributed.world_size(),
                     "n_train": int(len(train_data._dataset))},
                    out / f"{name}.pth")

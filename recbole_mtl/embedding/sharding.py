@@ -131,13 +131,18 @@ class ShardingOptions:
                                   f"with the dense kernel; drop compute_kernels for it or set it to dense.")
         return options
 
-    def constraints(self, tables: List[str], unpooled: List[str]) -> Dict[str, ParameterConstraints]:
+    def constraints(self, tables: List[str], unpooled: List[str], dims: Optional[Dict[str, int]] = None,
+                    world_size: int = 1) -> Dict[str, ParameterConstraints]:
         """Planner constraints for ``tables`` (clear error for unknown names).
 
         Args:
             tables: every table name.
             unpooled: the tables of the unpooled collection (the item-id table), which TorchRec 1.8
                 cannot run ``data_parallel`` (its lookup fails), so they never are.
+            dims: embedding dimension of each table: a ``column_wise`` table is cut into
+                ``world_size`` column blocks (TorchRec's default block is 128 columns, which
+                would leave a 64-wide table in one piece).
+            world_size: number of ranks.
         """
         unknown = sorted((set(self.sharding_types) | set(self.compute_kernels)) - set(tables))
         if unknown:
@@ -154,6 +159,9 @@ class ShardingOptions:
             if kinds or kernel:
                 constraints[table] = ParameterConstraints(sharding_types=kinds,
                                                           compute_kernels=[kernel] if kernel else None)
+            dim = (dims or {}).get(table, 0)
+            if kind == "column_wise" and world_size > 1 and dim % world_size == 0 and (dim // world_size) % 4 == 0:
+                constraints[table].min_partition = dim // world_size
         return constraints
 
 
@@ -174,12 +182,13 @@ def _meta_collections(item_configs, feature_configs) -> Tuple[EmbeddingCollectio
     return items, features
 
 
-def plan_sharding(module: nn.Module, options: ShardingOptions, tables: List[str], unpooled: List[str],
+def plan_sharding(module: nn.Module, options: ShardingOptions, dims: Dict[str, int], unpooled: List[str],
                   device: torch.device, pg: dist.ProcessGroup, local_world_size: int) -> ShardingPlan:
-    """TorchRec's plan for ``module`` on ``pg`` (the same on every rank)."""
-    topology = Topology(world_size=dist.get_world_size(pg), compute_device=device.type,
-                        local_world_size=local_world_size)
-    planner = EmbeddingShardingPlanner(topology=topology, constraints=options.constraints(tables, unpooled))
+    """TorchRec's plan for ``module`` (tables ``dims``: name -> dimension) on ``pg``, the same on every rank."""
+    world_size = dist.get_world_size(pg)
+    topology = Topology(world_size=world_size, compute_device=device.type, local_world_size=local_world_size)
+    constraints = options.constraints(list(dims), unpooled, dims, world_size)
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
     try:
         return planner.collective_plan(module, sharders(), pg)
     except Exception as e:  # the planner's message names no table
@@ -397,8 +406,8 @@ def shard_sparse_arch(unsharded: nn.Module, optimizer_type, optimizer_kwargs: Di
         items, features = _meta_collections(item_configs, feature_configs)
         module = SparseArch(items, features)
         apply_optimizer_in_backward(optimizer_type, module.parameters(), dict(optimizer_kwargs))  # it adds keys
-        tables = [c.name for c in list(item_configs) + list(feature_configs)]
-        plan = plan_sharding(module, options, tables, [c.name for c in item_configs], device, pg, local_world_size)
+        dims = {c.name: c.embedding_dim for c in list(item_configs) + list(feature_configs)}
+        plan = plan_sharding(module, options, dims, [c.name for c in item_configs], device, pg, local_world_size)
         dmp = DistributedModelParallel(module, env=ShardingEnv.from_process_group(pg), device=device, plan=plan,
                                        sharders=sharders())
         replicated = {_strip(n): p for n, p in dmp.named_parameters()
