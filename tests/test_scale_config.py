@@ -83,3 +83,14 @@ def test_nn_backend_refuses_optimizers_without_sparse_gradients(data_root, workd
     config = base_config(data_root, embedding_backend="nn", embedding_optimizer="rowwise_adagrad")
     with pytest.raises(ConfigError, match="embedding_backend 'nn'.*choose one of \\['adagrad', 'sgd'\\]"):
         run_recbole_mtl(model="MTLRec", dataset="ml-slice", config_dict=config, cmd_args=[])
+
+
+@pytest.mark.parametrize("learner, device, expected", [
+    ("adagrad", "cpu", "adagrad"), ("sgd", "cpu", "sgd"), ("adam", "cpu", "rowwise_adagrad"),
+    ("adam", "cuda", "adam"), ("rmsprop", "cpu", "rowwise_adagrad"),
+])
+def test_table_optimizer_follows_recboles_learner_when_unset(learner, device, expected):
+    from recbole_mtl.embedding.fused import embedding_optimizer_name
+
+    assert embedding_optimizer_name({"embedding_optimizer": None, "learner": learner}, torch.device(device)) == expected
+    assert embedding_optimizer_name({"embedding_optimizer": "sgd", "learner": learner}, torch.device(device)) == "sgd"

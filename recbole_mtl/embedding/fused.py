@@ -52,6 +52,22 @@ def sparse_optimizer(name: str, device: torch.device) -> Type[torch.optim.Optimi
     return SPARSE_OPTIMIZERS[key]
 
 
+#: RecBole ``learner`` -> the fused optimizer used when ``embedding_optimizer`` is ``~``.
+LEARNER_TO_SPARSE = {"adagrad": "adagrad", "sgd": "sgd", "adam": "adam", "sparse_adam": "adam"}
+
+
+def embedding_optimizer_name(config, device: torch.device) -> str:
+    """``embedding_optimizer``, or when it is ``~`` the fused counterpart of RecBole's ``learner``.
+
+    ``adam`` (and ``sparse_adam``) map to FBGEMM's Adam on CUDA and to row-wise Adagrad on CPU,
+    whose kernels have no Adam; learners FBGEMM cannot fuse (``rmsprop``) map to row-wise Adagrad.
+    """
+    if config["embedding_optimizer"]:
+        return str(config["embedding_optimizer"])
+    name = LEARNER_TO_SPARSE.get(str(config["learner"] or "adam").lower(), "rowwise_adagrad")
+    return "rowwise_adagrad" if name == "adam" and device.type != "cuda" else name
+
+
 class CPUFusedEmbeddingCollection(FusedEmbeddingCollection):
     """``FusedEmbeddingCollection`` on CPU (FBGEMM TBE, ``PoolingMode.NONE``).
 

@@ -28,6 +28,7 @@ from torch import nn
 from recbole_mtl.data.dataset import INTEREST_LABEL_FIELD, TASK_NAMES, MultiTaskDataset
 from recbole_mtl.embedding import FeatureSpec, build_kjt, build_sparse_arch, sharding_options
 from recbole_mtl.embedding.features import CATEGORY_SUFFIX
+from recbole_mtl.embedding.fused import embedding_optimizer_name
 from recbole_mtl.errors import ConfigError
 from recbole_mtl.model.encoders import build_encoder
 from recbole_mtl.model.mixtures import SharedBottom
@@ -60,7 +61,7 @@ class MultiTaskRecommender(SequentialRecommender):
         # Sparse arch: tables from the dataset's fields; the category labels are never an input.
         self.spec = FeatureSpec.from_dataset(dataset, exclude=[category_field] if category_field else [])
         self.sparse = build_sparse_arch(
-            self.spec, self.dim, str(config["embedding_optimizer"] or "rowwise_adagrad"),
+            self.spec, self.dim, embedding_optimizer_name(config, config["device"]),
             float(config["embedding_learning_rate"] or config["learning_rate"]), config["device"],
             sharding=sharding_options(config), backend=str(config["embedding_backend"] or "fused").lower(),
         )
