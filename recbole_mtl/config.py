@@ -12,7 +12,6 @@ unchanged.
 
 from __future__ import annotations
 
-import ast
 import os
 import sys
 from logging import getLogger
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from recbole.config import Config as RecBoleConfig
-from recbole.utils import Enum
 
 from recbole_mtl.errors import ConfigError
 from recbole_mtl.utils import UnknownNameError, get_model, suggest
@@ -120,20 +118,9 @@ class Config(RecBoleConfig):
     # -- external input -------------------------------------------------------------------
     def _convert_config_dict(self, config_dict: dict) -> dict:
         """Parse string values as Python literals (never ``eval``): ``'1'`` -> 1, ``'[1,2]'``."""
-        for key, param in config_dict.items():
-            if not isinstance(param, str):
-                continue
-            try:
-                value = ast.literal_eval(param)
-                if not isinstance(value, (str, int, float, list, tuple, dict, bool, Enum, type(None))):
-                    value = param
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-                value = {"true": True, "false": False}.get(param.lower(), param)
-                if param.startswith("[") and param.endswith("]"):  # --tasks=[sequence,interest]
-                    value = [self._convert_config_dict({"v": x.strip()})["v"]
-                             for x in param[1:-1].split(",") if x.strip()]
-            config_dict[key] = value
-        return config_dict
+        from recbole_mtl.compat import literal_convert
+
+        return literal_convert(config_dict)
 
     def _load_cmd_line(self) -> dict:
         if self._cmd_args is None:

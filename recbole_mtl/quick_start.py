@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from logging import getLogger
 from typing import Optional, Sequence
 
-from recbole.data import create_dataset, data_preparation
+from recbole.data import data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
-from recbole_mtl.compat import load_checkpoint
+from recbole_mtl.compat import CheckpointError, last_checkpoint_path, load_checkpoint
+from recbole_mtl.compat import safe_create_dataset as create_dataset
 from recbole_mtl.config import Config
+from recbole_mtl.data.validate import build_dataset, validate_dataset
 from recbole_mtl.utils import get_model, get_trainer, plugin_model_names
 
 
 def _build(config: Config):
+    if config["validate_data"] is not False:
+        validate_dataset(config)
     init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
+    dataset = build_dataset(config, create_dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
@@ -64,8 +69,9 @@ def run_recbole_mtl(
         logger.info(set_color("FLOPs", "blue") + f": {flops}")
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
-    if config["checkpoint"]:
-        trainer.resume_checkpoint(config["checkpoint"])
+    resume_from = resume_path(config)
+    if resume_from:
+        trainer.resume_checkpoint(resume_from)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
@@ -83,6 +89,21 @@ def run_recbole_mtl(
         "test_result": test_result,
         "checkpoint": trainer.saved_model_file if saved else None,
     }
+
+
+def resume_path(config: Config) -> Optional[str]:
+    """The checkpoint a run continues from: ``checkpoint``, else the ``-last.pth`` when ``resume``."""
+    if config["checkpoint"]:
+        return config["checkpoint"]
+    if not config["resume"]:
+        return None
+    path = last_checkpoint_path(config)
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"--resume: nothing to resume from: {path} does not exist. Each finished epoch of a run "
+            "writes it (under checkpoint_dir); start without --resume, or pass --checkpoint=<file>."
+        )
+    return path
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True) -> dict:

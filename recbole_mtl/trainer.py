@@ -8,12 +8,15 @@
 * one evaluation reports every enabled task: RecBole's full-ranking metrics for ``sequence``
   (``ndcg@10``, ...), ``interest_*`` on the same validation/test interactions, and ``category_*``
   on the held-out items of that phase; ``valid_metric`` may be any of them;
-* an optional learning-rate schedule (``lr_scheduler: none | plateau | cosine``).
+* an optional learning-rate schedule (``lr_scheduler: none | plateau | cosine``);
+* a NaN or inf loss stops training before it updates anything, naming the task and the step;
+  the checkpoints written so far are kept as they are.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -23,7 +26,7 @@ from recbole.utils import set_color
 from tqdm import tqdm
 
 from recbole_mtl.compat import restore_model
-from recbole_mtl.errors import ConfigError
+from recbole_mtl.errors import ConfigError, NonFiniteLossError
 
 
 class MultiTaskTrainer(Trainer):
@@ -56,11 +59,41 @@ class MultiTaskTrainer(Trainer):
         raise ConfigError(f"lr_scheduler must be none, plateau or cosine; got '{kind}'.")
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loss_func = self._finite_losses(loss_func or self.model.calculate_loss, epoch_idx, len(train_data))
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
             self.lr_scheduler.step()
         self.tensorboard.add_scalar("LearningRate", self.optimizer.param_groups[0]["lr"], epoch_idx)
         return loss
+
+    def _finite_losses(self, loss_func, epoch_idx: int, batches: int):
+        """Wrap ``loss_func`` so a NaN/inf task loss raises before ``backward()`` updates anything."""
+        state = {"batch": 0}
+
+        def checked(interaction):
+            losses = loss_func(interaction)
+            parts = losses if isinstance(losses, tuple) else (losses,)
+            tasks = list(getattr(self.model, "tasks", []))
+            names = tasks if len(tasks) == len(parts) else [f"loss {i + 1}" for i in range(len(parts))]
+            for name, loss in zip(names, parts):
+                if not torch.isfinite(loss).all():
+                    raise NonFiniteLossError(self._non_finite_message(name, loss, epoch_idx, state["batch"], batches))
+            state["batch"] += 1
+            return losses
+
+        return checked
+
+    def _non_finite_message(self, task: str, loss: torch.Tensor, epoch_idx: int, batch: int, batches: int) -> str:
+        value = "NaN" if torch.isnan(loss).any() else "inf"
+        step = epoch_idx * batches + batch
+        kept = [f for f in (getattr(self, "last_checkpoint_file", None), self.saved_model_file)
+                if f and os.path.isfile(f)]
+        return (
+            f"the '{task}' loss is {value} at epoch {epoch_idx}, batch {batch + 1} of {batches} "
+            f"(training step {step}); training stopped before this step updated the model. "
+            + (f"Checkpoints kept as they were: {', '.join(kept)}. " if kept else "No checkpoint was written yet. ")
+            + "Try a lower learning_rate (or embedding_learning_rate), clip_grad_norm, or check the data."
+        )
 
     def _valid_epoch(self, valid_data, show_progress=False):
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
