@@ -75,12 +75,12 @@ def to_plain(value: Any) -> Any:
     Enums become their names, devices and other objects their ``str``; numpy scalars become
     Python numbers; dicts, lists and tuples are converted recursively (tuples become lists).
     """
+    if isinstance(value, np.generic):  # before float: np.float64 is a float subclass
+        return value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, enum.Enum):
         return value.name
-    if isinstance(value, np.generic):
-        return value.item()
     if isinstance(value, dict):
         return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):

@@ -84,6 +84,10 @@ CASES = [
     ("bad number in a float_seq feature file",
      {"itememb": "item_emb_id:token\titem_emb:float_seq\n10\t0.1 0.2\n11\t0.3 x\n"},
      {"additional_feat_suffix": ["itememb"]}, ["bad.itememb", "line 3", "field 'item_emb'", "element 2"]),
+    ("sequential model without the time field loaded", {}, {"load_col": {"inter": ["user_id", "item_id", "rating"]}},
+     ["load_col", "'timestamp'", "load_col['inter']"]),
+    ("time-ordered split without a time column", {"inter": "user_id:token\titem_id:token\trating:float\n1\t10\t4\n"},
+     {}, ["bad.inter", "field 'timestamp'", "eval_args order"]),
     ("header separated by commas", {"user": "user_id:token,age:token\n1,24\n"}, {},
      ["bad.user", "line 1", "field_separator"]),
 ]

@@ -270,6 +270,12 @@ def _user_set(config, key: str) -> bool:
     return key in (getattr(config, "external_config_dict", None) or {})
 
 
+def _is_sequential(config) -> bool:
+    from recbole.utils import ModelType
+
+    return config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+
+
 def _plugin_tasks(config) -> list:
     from recbole_mtl.utils import plugin_model_names
 
@@ -320,6 +326,20 @@ def validate_dataset(config) -> list[str]:
                 "the config key interest_label_field names as the interest label; set it to a float field "
                 "of this file (e.g. rating)."
             )
+
+    order = str((config["eval_args"] or {}).get("order", "")).upper()
+    time_field = config["TIME_FIELD"]
+    if order == "TO" or _is_sequential(config):
+        why = ("orders each user's interactions (eval_args order 'TO' / a sequential model); "
+               "add it to the file, or change eval_args order to 'RO'.")
+        if time_field:
+            inter_rules.required_fields[time_field] = why
+            loaded = inter_rules.load_col
+            if loaded is not None and time_field not in loaded:
+                raise DataValidationError(
+                    f"config key load_col loads {sorted(loaded)} from {name}.inter but not the time field "
+                    f"'{time_field}', which {why.split(';')[0]}. Add '{time_field}' to load_col['inter']."
+                )
 
     benchmark = config["benchmark_filename"]
     inter_files = [folder / f"{name}.{part}.inter" for part in benchmark] if benchmark else [folder / f"{name}.inter"]
