@@ -15,12 +15,13 @@ as in ``csv``), so a file the validator accepts is one RecBole reads as intended
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from dataclasses import dataclass, field
 from logging import getLogger
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 from recbole_mtl.errors import ConfigError
 
@@ -167,29 +168,101 @@ def _check_float_seq(path: Path, line: int, name: str, value: str, seq_sep: str)
             )
 
 
-def _text_lines(path: Path, encoding: str) -> Iterable[str]:
-    """The file's lines, decoded; a file that is not text gets a clear error."""
+def _not_text(path: Path, line: int) -> DataValidationError:
+    return DataValidationError(
+        f"{_where(path, line)}: the file holds NUL bytes, so it is not a text file. Atomic files are "
+        "plain text (tab-separated by default); check that the right file is in place (not a "
+        "compressed or binary file)."
+    )
+
+
+def _decode_error(path: Path, encoding: str) -> DataValidationError:
+    """Find the line and byte that are not ``encoding`` (a second pass, only on failure)."""
     with open(path, "rb") as raw:
         for number, data in enumerate(raw, start=1):
             if b"\x00" in data:
-                raise DataValidationError(
-                    f"{_where(path, number)}: the file holds NUL bytes, so it is not a text file. "
-                    "Atomic files are plain text (tab-separated by default); check that the right file "
-                    "is in place (not a compressed or binary file)."
-                )
+                return _not_text(path, number)
             try:
-                yield data.decode(encoding)
+                data.decode(encoding)
             except UnicodeDecodeError as e:
-                raise DataValidationError(
+                return DataValidationError(
                     f"{_where(path, number)}: byte {e.start + 1} of the line is not valid {encoding} "
                     f"({data[e.start:e.start + 1]!r}), so the file is not {encoding} text. Convert it "
                     f"(e.g. iconv -f latin1 -t utf-8) or set `encoding` to the file's encoding."
-                ) from None
-            except LookupError:
+                )
+    return DataValidationError(f"{path}: the file is not valid {encoding} text. Convert it or set `encoding`.")
+
+
+def _open_text(path: Path, encoding: str):
+    try:
+        return io.TextIOWrapper(open(path, "rb"), encoding=encoding, newline="")
+    except LookupError:
+        raise DataValidationError(
+            f"config key `encoding` is {encoding!r}, which Python does not know. Set it to e.g. utf-8."
+        ) from None
+
+
+def _check_rows(path: Path, text, rules: FileRules, sep: str, seq_sep: str) -> FileReport:
+    first = text.readline()
+    if "\x00" in first:
+        raise _not_text(path, 1)
+    header = parse_header(path, first[:-1] if first.endswith("\n") else first, sep)
+    for name, why in rules.required_fields.items():
+        if name not in header:
+            raise DataValidationError(
+                f"{_where(path, 1, name)}: the header has no field '{name}', which {why} "
+                f"Header fields: {', '.join(header)}."
+            )
+    names = list(header)
+    loaded = [rules.load_col is None or n in rules.load_col for n in names]
+    report = FileReport(path=path, header=header, ids={n: set() for n in rules.collect_ids if n in header})
+    # column index lists, so the loop over rows does no per-field lookups
+    floats = [(i, n, n in rules.required_values) for i, n in enumerate(names) if loaded[i] and header[n] == "float"]
+    seqs = [(i, n) for i, n in enumerate(names) if loaded[i] and header[n] == "float_seq"]
+    tokens = [(i, n) for i, n in enumerate(names) if loaded[i] and n in rules.nonempty_tokens]
+    ids = [(i, report.ids[n]) for i, n in enumerate(names) if loaded[i] and n in report.ids]
+    width = len(names)
+    reader = csv.reader(text, delimiter=sep, quotechar='"', strict=False)
+    rows = 0
+    try:
+        for row in reader:
+            if len(row) != width:
+                if not row:
+                    continue  # blank line: pandas skips it too
                 raise DataValidationError(
-                    f"config key `encoding` is {encoding!r}, which Python does not know. Set it to "
-                    "e.g. utf-8."
-                ) from None
+                    f"{_where(path, reader.line_num + 1)}: the row has {len(row)} column(s), the header has "
+                    f"{width} ({', '.join(names)}). Fix the row: every row needs one value per header "
+                    f"field, separated by {sep!r} (an empty value is allowed where the field is optional)."
+                )
+            for i, name, required in floats:
+                value = row[i]
+                try:
+                    number = float(value)
+                except ValueError:
+                    _check_float(path, reader.line_num + 1, name, value, required)  # raises unless allowed
+                    continue
+                if number - number != 0:  # NaN or inf
+                    _check_float(path, reader.line_num + 1, name, value, required)
+            for i, name in seqs:
+                _check_float_seq(path, reader.line_num + 1, name, row[i], seq_sep)
+            for i, name in tokens:
+                if not row[i] or row[i].isspace():
+                    raise DataValidationError(
+                        f"{_where(path, reader.line_num + 1, name)}: the id is empty. Every row needs a "
+                        f"{name}; fill it in or drop the row."
+                    )
+            for i, seen in ids:
+                seen.add(row[i])
+            rows += 1
+    except csv.Error as e:
+        if "NUL" in str(e):
+            raise _not_text(path, reader.line_num + 1) from None
+        raise DataValidationError(
+            f"{_where(path, reader.line_num + 1)}: the row cannot be split into fields ({e}). Check "
+            "for an unbalanced double quote or an overlong value."
+        ) from None
+    report.rows = rows
+    return report
 
 
 def check_file(path: Path, rules: FileRules, sep: str = "\t", seq_sep: str = " ",
@@ -206,50 +279,15 @@ def check_file(path: Path, rules: FileRules, sep: str = "\t", seq_sep: str = " "
             f"(e.g. user_id:token{sep}item_id:token) followed by one row per line; "
             "write it, or remove the file if the dataset has no such data."
         )
-    lines = iter(_text_lines(path, encoding))
-    first = next(lines)
-    header = parse_header(path, first[:-1] if first.endswith("\n") else first, sep)
-    for name, why in rules.required_fields.items():
-        if name not in header:
-            raise DataValidationError(
-                f"{_where(path, 1, name)}: the header has no field '{name}', which {why} "
-                f"Header fields: {', '.join(header)}."
-            )
-    names = list(header)
-    loaded = [n in (rules.load_col if rules.load_col is not None else header) for n in names]
-    report = FileReport(path=path, header=header, ids={n: set() for n in rules.collect_ids if n in header})
-    reader = csv.reader(lines, delimiter=sep, quotechar='"', strict=False)
-    try:
-        for row in reader:
-            if not row:
-                continue  # blank line: pandas skips it too
-            line = reader.line_num + 1
-            if len(row) != len(names):
-                raise DataValidationError(
-                    f"{_where(path, line)}: the row has {len(row)} column(s), the header has "
-                    f"{len(names)} ({', '.join(names)}). Fix the row: every row needs one value per "
-                    f"header field, separated by {sep!r} (an empty value is allowed where the field is optional)."
-                )
-            for name, ftype, value, use in zip(names, header.values(), row, loaded):
-                if not use:
-                    continue
-                if ftype == "float":
-                    _check_float(path, line, name, value, name in rules.required_values)
-                elif ftype == "float_seq":
-                    _check_float_seq(path, line, name, value, seq_sep)
-                elif name in rules.nonempty_tokens and not value.strip():
-                    raise DataValidationError(
-                        f"{_where(path, line, name)}: the id is empty. Every row needs a {name}; "
-                        "fill it in or drop the row."
-                    )
-                if name in report.ids:
-                    report.ids[name].add(value)
-            report.rows += 1
-    except csv.Error as e:
-        raise DataValidationError(
-            f"{_where(path, reader.line_num + 1)}: the row cannot be split into fields ({e}). Check "
-            "for an unbalanced double quote or an overlong value."
-        ) from None
+    with open(path, "rb") as raw:
+        head = raw.read(65536)
+    if b"\x00" in head:  # compressed or binary: say so rather than "not utf-8"
+        raise _not_text(path, head[:head.index(b"\x00")].count(b"\n") + 1)
+    with _open_text(path, encoding) as text:
+        try:
+            report = _check_rows(path, text, rules, sep, seq_sep)
+        except UnicodeDecodeError:
+            raise _decode_error(path, encoding) from None
     if rules.need_rows and report.rows == 0:
         raise DataValidationError(
             f"{path}: the file has a header but no rows. Add one interaction per line."
