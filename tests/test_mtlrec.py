@@ -110,8 +110,12 @@ def test_task_weights_scale_the_losses(data_root):
     torch.testing.assert_close(torch.stack(weighted), torch.stack(plain) * torch.tensor([2.0, 0.5, 0.0]))
 
 
-def test_missing_category_field_switches_the_task_off_with_a_warning(data_root, caplog):
-    _, _, _, _, _, model = build(data_root, category_field="genre")
+def test_missing_category_field_is_an_error_when_set_and_switches_the_task_off_otherwise(data_root, caplog):
+    from recbole_mtl.data.validate import DataValidationError
+
+    with pytest.raises(DataValidationError, match=r"ml-slice.item, line 1, field 'genre'.*category_field"):
+        build(data_root, category_field="genre")
+    _, _, _, _, _, model = build(data_root, category_field="genre", validate_data=False)
     assert model.tasks == ["sequence", "interest"]
     assert "task 'category' switched off" in caplog.text and "'genre'" in caplog.text and "category_field" in caplog.text
 
