@@ -6,7 +6,8 @@ Mirrors RecBole's ``run_recbole.py``::
 
 Every ``--key=value`` that is not a flag below is a config override (highest priority).
 Subcommands: ``embed`` writes PLM item-text vectors (``run_recbole_mtl.py embed --help``);
-``validate`` checks a dataset's atomic files without training (``run_recbole_mtl.py validate --help``).
+``validate`` checks a dataset's atomic files without training (``run_recbole_mtl.py validate --help``);
+``benchmark`` compares models on one split and writes results/<dataset>/ (``run_recbole_mtl.py benchmark --help``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train and evaluate a recbole_mtl model or any RecBole baseline. "
         "Any other --key=value overrides a config key.",
         epilog="subcommands: `embed` writes PLM item-text vectors (recbole-mtl embed --help); "
-        "`validate` checks a dataset's atomic files (recbole-mtl validate --help)",
+        "`validate` checks a dataset's atomic files (recbole-mtl validate --help); "
+        "`benchmark` compares models against RecBole baselines (recbole-mtl benchmark --help)",
     )
     parser.add_argument("--model", "-m", type=str, default="MTLRec", help="model name (default: MTLRec)")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (default: ml-100k)")
@@ -153,6 +155,20 @@ def validate_main(argv: Sequence[str]) -> list:
         raise SystemExit(_exit_code(e)) from None
 
 
+def benchmark_main(argv: Sequence[str]) -> dict:
+    """The ``benchmark`` subcommand (see :mod:`recbole_mtl.benchmark`)."""
+    debug = "--debug" in argv
+    try:
+        from recbole_mtl.benchmark import main as benchmark
+
+        return benchmark(argv)
+    except Exception as e:
+        if debug or not isinstance(e, _user_errors() + (RuntimeError,)):
+            raise
+        print(f"recbole-mtl benchmark: error: {e}", file=sys.stderr)
+        raise SystemExit(_exit_code(e)) from None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
     """Run the command line; returns RecBole's result dict (None when the run failed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -160,6 +176,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
         return embed_main(argv[1:])
     if argv and argv[0] == "validate":
         return validate_main(argv[1:])
+    if argv and argv[0] == "benchmark":
+        return benchmark_main(argv[1:])
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     overrides = _split_overrides(unknown, parser)

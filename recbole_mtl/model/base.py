@@ -189,7 +189,8 @@ class MultiTaskRecommender(SequentialRecommender):
 
     def _user_representations(self, interaction, items, pooled, B: int) -> dict[str, torch.Tensor]:
         ids = interaction[self.ITEM_SEQ]
-        seq = items["item_id_list"].to_padded_dense(desired_length=ids.shape[1])  # [B, L, D]
+        # the KJT's stride may exceed B (more category items than users): keep the B user rows
+        seq = items["item_id_list"].to_padded_dense(desired_length=ids.shape[1])[:B]  # [B, L, D]
         seq = self._item_emb(ids, seq)
         state = self.encoder(seq, interaction[self.ITEM_SEQ_LEN])  # [B, D]
         parts = [state] + [pooled[f.field][:B] for f in self.spec.user_fields]
