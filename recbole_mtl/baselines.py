@@ -45,6 +45,7 @@ def train_category_mlp(dataset_name: str, config_dict: dict) -> dict:
     validate_dataset(config)
     init_seed(config["seed"], config["reproducibility"])
     dataset = build_dataset(config, safe_create_dataset)
+    dataset.build()  # RecBole's split; turns the feature tables into tensors, as for the other models
     category_field = dataset.task_fields.category_field
     features = item_feature_matrix(dataset, {category_field})
     if config["text_features"]:

@@ -119,7 +119,6 @@ def run_config(spec: ModelSpec, seed: int, fold: int, folds: int, learning_rate:
     }
     if args.get("data_path"):
         config["data_path"] = args["data_path"]
-    config.update(args.get("overrides") or {})  # the user's --key=value, for every model
     if spec.plugin or spec.model == CATEGORY_MLP:
         config.update({"tasks": list(spec.tasks), "valid_metric": spec.valid_metric,
                        "metrics": ["Recall", "MRR", "NDCG", "Hit", "Precision"], "topk": [10]})
@@ -136,7 +135,21 @@ def run_config(spec: ModelSpec, seed: int, fold: int, folds: int, learning_rate:
         config.update({"metrics": ["Recall", "MRR", "NDCG", "Hit", "Precision"], "topk": [10],
                        "valid_metric": "NDCG@10"})
         config["eval_args"]["mode"] = "full"
+        if _recbole_default(spec.model, "loss_type") == "CE":  # softmax over all items: no negatives
+            config["train_neg_sample_args"] = None
+    config.update(args.get("overrides") or {})  # the user's --key=value, for every model
     return config
+
+
+def _recbole_default(model: str, key: str):
+    """A key of RecBole's own ``properties/model/<model>.yaml`` (None when absent)."""
+    import recbole
+    import yaml
+
+    path = Path(recbole.__file__).parent / "properties" / "model" / f"{model}.yaml"
+    if not path.is_file():
+        return None
+    return (yaml.safe_load(path.read_text()) or {}).get(key)
 
 
 def _peak_rss_mb() -> float:

@@ -90,6 +90,54 @@ def to_plain(value: Any) -> Any:
     return str(value)
 
 
+_SKIP = object()
+
+
+def pack_other(value: Any) -> Any:
+    """A model's ``other_parameter()`` as tensors and plain data (reversed by :func:`unpack_other`).
+
+    numpy arrays and scipy sparse matrices (EASE, ItemKNN, ...) are stored as tensors with a
+    marker; ``nn.Module`` values (DIN's ``embedding_layer``) are left out, since they are
+    sub-modules whose weights the ``state_dict`` already holds; anything else that is not plain
+    data is left out too.
+    """
+    if isinstance(value, torch.nn.Module):
+        return _SKIP
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value))} if value.dtype != object else _SKIP
+    if type(value).__module__.startswith("scipy.sparse"):
+        coo = value.tocoo()
+        return {"__scipy_sparse__": value.format, "shape": list(coo.shape), "row": torch.from_numpy(coo.row.astype(np.int64)),
+                "col": torch.from_numpy(coo.col.astype(np.int64)), "data": torch.from_numpy(np.asarray(coo.data))}
+    if isinstance(value, dict):
+        packed = {str(k): pack_other(v) for k, v in value.items()}
+        return {k: v for k, v in packed.items() if v is not _SKIP}
+    if isinstance(value, (list, tuple)):
+        packed = [pack_other(v) for v in value]
+        return _SKIP if any(v is _SKIP for v in packed) else packed
+    if isinstance(value, (np.generic, enum.Enum, bool, int, float, str)) or value is None:
+        return to_plain(value)
+    return _SKIP
+
+
+def unpack_other(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            return value["__ndarray__"].numpy()
+        if "__scipy_sparse__" in value:
+            import scipy.sparse as sp
+
+            coo = sp.coo_matrix((value["data"].numpy(), (value["row"].numpy(), value["col"].numpy())),
+                                shape=tuple(value["shape"]))
+            return coo.asformat(value["__scipy_sparse__"])
+        return {k: unpack_other(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unpack_other(v) for v in value]
+    return value
+
+
 def plain_config(config: Any) -> dict:
     """The parts of a RecBole ``Config`` a checkpoint needs, as plain data.
 
@@ -189,7 +237,7 @@ def _checkpoint_state(trainer: Any, epoch: int) -> dict:
         "cur_step": int(trainer.cur_step),
         "best_valid_score": float(trainer.best_valid_score),
         "state_dict": trainer.model.state_dict(),
-        "other_parameter": to_plain(trainer.model.other_parameter()),
+        "other_parameter": pack_other(trainer.model.other_parameter()),
         "optimizer": trainer.optimizer.state_dict(),
     }
 
@@ -267,7 +315,8 @@ def _load_model_state(trainer: Any, checkpoint: dict, path: str) -> None:
             f"written by {checkpoint['config']['final'].get('model')} with other settings; resume with "
             "the settings it was trained with, or start without it."
         ) from None
-    trainer.model.load_other_parameter(checkpoint.get("other_parameter"))
+    other = checkpoint.get("other_parameter")
+    trainer.model.load_other_parameter(unpack_other(other) if other else other)
 
 
 def _resume_checkpoint(self, resume_file):

@@ -12,7 +12,7 @@ from recbole.data import data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
-from recbole_mtl.compat import CheckpointError, last_checkpoint_path, load_checkpoint
+from recbole_mtl.compat import CheckpointError, last_checkpoint_path, load_checkpoint, unpack_other
 from recbole_mtl.compat import safe_create_dataset as create_dataset
 from recbole_mtl.config import Config
 from recbole_mtl.data.validate import build_dataset, validate_dataset
@@ -147,5 +147,6 @@ def load_data_and_model(model_file: str, config_dict: Optional[dict] = None):
     init_logger(config)
     dataset, train_data, valid_data, test_data, model = _build(config)
     model.load_state_dict(checkpoint["state_dict"])
-    model.load_other_parameter(checkpoint.get("other_parameter"))
+    other = checkpoint.get("other_parameter")
+    model.load_other_parameter(unpack_other(other) if other else other)
     return config, model, dataset, train_data, valid_data, test_data

@@ -212,3 +212,23 @@ def test_checkpoint_with_a_pickled_object_is_refused_by_resume(few_users, workdi
     with pytest.raises(CheckpointError, match="pickled Python objects"):
         trainer.resume_checkpoint(planted)
     assert not (workdir / "unpickled").exists()
+
+
+def test_other_parameters_of_recbole_models_round_trip_as_tensors(tmp_path):
+    """EASE keeps scipy/numpy matrices, DIN an nn.Module: checkpoints hold tensors only, and load back."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from recbole_mtl.compat import atomic_torch_save, pack_other, unpack_other
+
+    other = {"item_similarity": np.arange(6, dtype=np.float32).reshape(2, 3),
+             "interaction_matrix": sp.csr_matrix(np.array([[0, 1.5], [2.0, 0]])),
+             "embedding_layer": torch.nn.Linear(2, 2), "restore_user_e": torch.ones(2), "count": np.int64(3)}
+    atomic_torch_save({"state_dict": {}, "other_parameter": pack_other(other)}, tmp_path / "c.pth")
+    loaded = unpack_other(load_checkpoint(tmp_path / "c.pth")["other_parameter"])
+    assert "embedding_layer" not in loaded  # a sub-module: its weights are in the state_dict
+    np.testing.assert_array_equal(loaded["item_similarity"], other["item_similarity"])
+    assert loaded["interaction_matrix"].format == "csr"
+    np.testing.assert_array_equal(loaded["interaction_matrix"].toarray(), other["interaction_matrix"].toarray())
+    torch.testing.assert_close(loaded["restore_user_e"], torch.ones(2))
+    assert loaded["count"] == 3 and type(loaded["count"]) is int
