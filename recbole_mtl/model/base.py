@@ -11,7 +11,10 @@ Data flow of one training step::
       [state, user features] --mixture--> {sequence: [B, D], interest: [B, D]}
       [item id, item attributes] --item tower--> item representation [B, D] / [C_items, D]
       heads -> per-task losses, each times its task weight (RecBole logs each)
+      balancer (``loss_balance``, applied by the trainer) -> total loss
 
+The mixture hands each user-side task its own representation (the same tensor for every task in
+the shared bottom, a gated mix of experts in MMoE and PLE); the category task reads the item tower.
 Subclasses choose the mixture (:meth:`build_mixture`); everything else is shared.
 """
 
@@ -25,6 +28,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType, ModelType
 from torch import nn
 
+from recbole_mtl.balancing import build_balancer
 from recbole_mtl.data.dataset import INTEREST_LABEL_FIELD, TASK_NAMES, MultiTaskDataset
 from recbole_mtl.embedding import FeatureSpec, build_kjt, build_sparse_arch
 from recbole_mtl.embedding.features import CATEGORY_SUFFIX
@@ -41,11 +45,13 @@ USER_TASKS = ("sequence", "interest")
 
 
 class MultiTaskRecommender(SequentialRecommender):
-    """Base of the plugin's multi-task models (registered subclasses: ``MTLRec``, ...)."""
+    """Base of the plugin's multi-task models (registered subclasses: ``MTLRec``, ``MMoE``, ``PLE``)."""
 
     type = ModelType.SEQUENTIAL
     input_type = InputType.POINTWISE
     dataset_class = MultiTaskDataset
+    #: The YAML holding the keys common to the multi-task models, layered below each model's own.
+    properties_base = "MTLRec"
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -81,6 +87,8 @@ class MultiTaskRecommender(SequentialRecommender):
             self._init_category(config, dataset, dropout)
         self._item_columns = self._item_attribute_columns(dataset)
         self.apply(self._init_dense)
+        # learned balancing state (log-variances, GradNorm/DWA weights) lives here to travel in checkpoints
+        self.balancer = build_balancer(config, self.tasks, [self.task_weights[t] for t in self.tasks])
 
     # -- construction ----------------------------------------------------------------------
     def build_mixture(self, config, in_dim: int, tasks: list[str], dropout: float) -> nn.Module:
@@ -151,7 +159,16 @@ class MultiTaskRecommender(SequentialRecommender):
 
     def dense_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters for the dense optimizer; embedding tables update inside ``backward``."""
-        return (p for n, p in self.named_parameters() if not n.startswith("sparse."))
+        return (p for n, p in self.named_parameters() if not n.startswith(("sparse.", "balancer.")))
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """The last dense layers more than one task reads (GradNorm's ``W``).
+
+        The mixture's last shared layer (sequence and interest) and the item tower's output layer
+        (interest and category); the embedding tables are shared too but update inside the fused
+        backward, which never exposes their gradients.
+        """
+        return list(self.mixture.last_shared_parameters()) + [self.item_tower[-1].weight]
 
     def other_parameter(self) -> dict:
         return {"sparse_optimizer": self.sparse.sparse_optimizer_state()}
