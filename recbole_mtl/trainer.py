@@ -87,21 +87,23 @@ class MultiTaskTrainer(Trainer):
     # -- task balancing --------------------------------------------------------------------
     def _balanced_loss(self, interaction) -> tuple[torch.Tensor, ...]:
         """The model's task-weighted losses through the balancer: the terms RecBole sums."""
-        losses = torch.stack(self.model.calculate_loss(interaction))  # [T]
+        parts = self.model.calculate_loss(interaction)
+        losses = torch.stack(parts)  # [T]
         self.balancer.record("loss", losses)
         terms = self.balancer(losses)
+        # per-task gradients start from each task's own loss tensor: one taken from the stacked
+        # vector would walk every task's graph (with zero gradients) on each call
         if isinstance(self.balancer, GradNorm):
             params = self.model.last_shared_parameters()
-            norms = torch.stack([_grad_norm(loss, params) for loss in losses])
-            self.balancer.step(losses, norms)
-        elif isinstance(self.balancer, PCGrad):
-            self._surgery = self._pcgrad(terms)
+            self.balancer.step(losses, torch.stack([_grad_norm(part, params) for part in parts]))
+        elif isinstance(self.balancer, PCGrad):  # multipliers 1: the terms are the parts
+            self._surgery = self._pcgrad(parts)
         return tuple(terms.unbind())
 
-    def _pcgrad(self, terms: torch.Tensor) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    def _pcgrad(self, parts: tuple[torch.Tensor, ...]) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
         """PCGrad's gradient of every dense parameter that more than one task reaches."""
         params = [p for p in self.model.dense_parameters() if p.requires_grad]
-        per_task = [torch.autograd.grad(t, params, retain_graph=True, allow_unused=True) for t in terms]
+        per_task = [torch.autograd.grad(t, params, retain_graph=True, allow_unused=True) for t in parts]
         shared = [k for k in range(len(params)) if sum(g[k] is not None for g in per_task) >= 2]
         if not shared:
             return []
