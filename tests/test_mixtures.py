@@ -10,6 +10,7 @@ from recbole_mtl.config import Config
 from recbole_mtl.errors import ConfigError
 from recbole_mtl.model.mixtures import MultiGateMixture, ProgressiveLayeredExtraction, SharedBottom
 from recbole_mtl.quick_start import run_recbole_mtl
+from tests.conftest import write_slice
 from tests.test_balancing import TINY_MIXTURES, build
 from tests.test_mtlrec import _check_ranges, small_config
 
@@ -93,11 +94,19 @@ def test_bad_expert_counts_are_config_errors(model, key, value, data_root):
 ALL_TASKS = ["sequence", "interest", "category"]
 
 
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """60 users of ml-100k: ten 1-epoch runs stay cheap."""
+    root = tmp_path_factory.mktemp("tiny")
+    write_slice(root, "ml-tiny", max_user=60)
+    return root
+
+
 @pytest.mark.parametrize("method", BALANCING_METHODS)
 @pytest.mark.parametrize("model", ["MMoE", "PLE"])
-def test_one_epoch_with_every_balancing_method_reports_every_task(model, method, data_root, workdir):
-    result = run_recbole_mtl(model=model, dataset="ml-slice", cmd_args=[],
-                             config_dict=small_config(data_root, loss_balance=method, **TINY_MIXTURES[model]))
+def test_one_epoch_with_every_balancing_method_reports_every_task(model, method, tiny_root, workdir):
+    config = small_config(tiny_root, loss_balance=method, train_batch_size=1024, **TINY_MIXTURES[model])
+    result = run_recbole_mtl(model=model, dataset="ml-tiny", cmd_args=[], config_dict=config)
     _check_ranges(result["test_result"], ALL_TASKS)
     _check_ranges(result["best_valid_result"], ALL_TASKS)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
