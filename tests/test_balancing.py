@@ -199,6 +199,9 @@ def test_learned_balancing_state_travels_with_the_checkpoint(data_root, workdir)
     # the log-variances train with the dense learner, without weight decay
     assert any(g["weight_decay"] == 0.0 and g["params"][0] is fresh.balancer.log_vars
                for g in trainer.optimizer.param_groups)
+    config, _, _, _, _, fixed = build(data_root, "MMoE")
+    with pytest.raises(ConfigError, match=r"balancing state \['balancer.log_vars'\] does not fit loss_balance: fixed"):
+        get_trainer(config["MODEL_TYPE"], config["model"])(config, fixed).resume_checkpoint(result["checkpoint"])
 
 
 def test_balancing_methods_are_listed_for_iteration():

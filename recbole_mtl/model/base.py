@@ -170,6 +170,18 @@ class MultiTaskRecommender(SequentialRecommender):
         """
         return list(self.mixture.last_shared_parameters()) + [self.item_tower[-1].weight]
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, with a clear error when the balancing state does not fit."""
+        saved = sorted(k for k in state_dict if k.startswith("balancer."))
+        expected = sorted("balancer." + k for k in self.balancer.state_dict())
+        if strict and saved != expected:
+            raise ConfigError(
+                f"the checkpoint's balancing state {saved or '(none)'} does not fit loss_balance: "
+                f"{self.balancer.name}, which keeps {expected or '(none)'}. Resume with the loss_balance the "
+                "checkpoint was trained with (its config is stored in the checkpoint)."
+            )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def other_parameter(self) -> dict:
         return {"sparse_optimizer": self.sparse.sparse_optimizer_state()}
 
