@@ -189,7 +189,8 @@ def test_learned_balancing_state_travels_with_the_checkpoint(data_root, workdir)
     from recbole_mtl.quick_start import run_recbole_mtl
 
     result = run_recbole_mtl(model="MMoE", dataset="ml-slice", cmd_args=[],
-                             config_dict=small_config(data_root, loss_balance="uncertainty", epochs=2, **TINY_MIXTURES["MMoE"]))
+                             config_dict=small_config(data_root, loss_balance="uncertainty", train_batch_size=1024,
+                                                     **TINY_MIXTURES["MMoE"]))
     state = torch.load(result["checkpoint"], weights_only=True)["state_dict"]
     assert state["balancer.log_vars"].abs().sum() > 0
     config, _, _, _, _, fresh = build(data_root, "MMoE", loss_balance="uncertainty")
