@@ -59,6 +59,8 @@ class MultiTaskRecommender(SequentialRecommender):
         self.dim = int(config["embedding_size"])
         self.tasks = self._resolve_tasks(config, dataset)
         self.task_weights = self._resolve_weights(config)
+        # learned balancing state (log-variances, GradNorm/DWA weights) lives here to travel in checkpoints
+        self.balancer = build_balancer(config, self.tasks, [self.task_weights[t] for t in self.tasks])
         self.interest_label_field = INTEREST_LABEL_FIELD
         dropout = float(config["dropout"] or 0.0)
         category_field = dataset.task_fields.category_field
@@ -87,8 +89,6 @@ class MultiTaskRecommender(SequentialRecommender):
             self._init_category(config, dataset, dropout)
         self._item_columns = self._item_attribute_columns(dataset)
         self.apply(self._init_dense)
-        # learned balancing state (log-variances, GradNorm/DWA weights) lives here to travel in checkpoints
-        self.balancer = build_balancer(config, self.tasks, [self.task_weights[t] for t in self.tasks])
 
     # -- construction ----------------------------------------------------------------------
     def build_mixture(self, config, in_dim: int, tasks: list[str], dropout: float) -> nn.Module:
