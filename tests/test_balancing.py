@@ -210,7 +210,8 @@ def test_balancing_methods_are_listed_for_iteration():
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("loss_balance", "gradnrom", "loss_balance must be one of fixed, uncertainty, gradnorm, dwa, pcgrad.*Did you mean: gradnorm"),
+    ("loss_balance", "gradnrom",
+     "loss_balance must be one of fixed, uncertainty, gradnorm, dwa, pcgrad.*Did you mean: gradnorm"),
     ("gradnorm_alpha", -1.0, "gradnorm_alpha must be a number >= 0"),
     ("dwa_temperature", 0.0, "dwa_temperature must be a number > 0"),
 ])
