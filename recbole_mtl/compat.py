@@ -582,7 +582,7 @@ def _wrap_load_internal_config(original):
         from recbole_mtl.config import Config, layer_plugin_properties, properties_dir
 
         if not isinstance(self, Config) and getattr(model_class, "__module__", "").startswith("recbole_mtl."):
-            layer_plugin_properties(self, model, dataset, properties_dir())
+            layer_plugin_properties(self, model, dataset, properties_dir(), model_class)
 
     return _load_internal_config_dict
 

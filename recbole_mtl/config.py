@@ -44,14 +44,20 @@ def properties_dir() -> Path:
     )
 
 
-def layer_plugin_properties(config: RecBoleConfig, model: str, dataset: str, root: Path) -> list[str]:
+def layer_plugin_properties(config: RecBoleConfig, model: str, dataset: str, root: Path,
+                            model_class: Any = None) -> list[str]:
     """Add ``root``'s overall < model < dataset YAML on top of RecBole's internal defaults.
+
+    A model class may name, in ``properties_base``, a model whose YAML holds its family's common
+    keys (the multi-task models read ``MTLRec.yaml``); that file is layered below the model's own.
 
     Returns:
         The files that were applied, in order.
     """
     applied = []
-    for file in (root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"):
+    models = [getattr(model_class, "properties_base", None), model]
+    model_files = [root / "model" / f"{m}.yaml" for i, m in enumerate(models) if m and m not in models[:i]]
+    for file in (root / "overall.yaml", *model_files, root / "dataset" / f"{dataset}.yaml"):
         if file.is_file():
             loaded = config._update_internal_config_dict(str(file)) or {}
             applied.append(str(file))
@@ -148,7 +154,7 @@ class Config(RecBoleConfig):
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         root = Path(self.properties_root) if self.properties_root else properties_dir()
-        self.plugin_config_files = layer_plugin_properties(self, model, dataset, root)
+        self.plugin_config_files = layer_plugin_properties(self, model, dataset, root, model_class)
 
     def _get_final_config_dict(self) -> dict:
         self._check_types()

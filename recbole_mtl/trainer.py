@@ -5,6 +5,12 @@
 * the dense optimizer covers dense parameters; embedding tables update themselves inside
   ``backward()`` (TorchRec's fused FBGEMM optimizers);
 * per-task losses are logged by name, to the log and TensorBoard;
+* task balancing (``loss_balance``, :mod:`recbole_mtl.balancing`): the model's balancer turns the
+  per-task losses into the terms RecBole sums and back-propagates; for ``gradnorm`` and ``pcgrad``
+  the per-task gradients of the shared dense layers come from ``torch.autograd.grad`` (which never
+  runs the fused embedding backward), and PCGrad's combined gradient replaces the shared dense
+  gradients in an optimizer pre-step hook, so RecBole's one ``backward()`` per step still updates
+  the fused tables exactly once; per-task weights (and gradient norms) are logged every epoch;
 * one evaluation reports every enabled task: RecBole's full-ranking metrics for ``sequence``
   (``ndcg@10``, ...), ``interest_*`` on the same validation/test interactions, and ``category_*``
   on the held-out items of that phase; ``valid_metric`` may be any of them;
@@ -25,6 +31,7 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 from tqdm import tqdm
 
+from recbole_mtl.balancing import GradNorm, PCGrad
 from recbole_mtl.compat import restore_model
 from recbole_mtl.errors import ConfigError, NonFiniteLossError
 
@@ -37,11 +44,23 @@ class MultiTaskTrainer(Trainer):
         self._valid_loader = None
         self._interest_buffer: list = []
         self.lr_scheduler = self._build_lr_scheduler()
+        self.balancer = getattr(model, "balancer", None)
+        self._surgery: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+        self._task_losses = None
+        if self.balancer is not None and self.balancer.needs_task_gradients:
+            if self.enable_scaler:
+                raise ConfigError(f"loss_balance: {self.balancer.name} computes per-task gradients and cannot run "
+                                  "with enable_scaler: True (scaled gradients); set enable_scaler: False.")
+            self.optimizer.register_step_pre_hook(self._apply_surgery)
 
     # -- optimisation ----------------------------------------------------------------------
     def _build_optimizer(self, **kwargs):
         if "params" not in kwargs and hasattr(self.model, "dense_parameters"):
             kwargs["params"] = list(self.model.dense_parameters())
+            balancer = getattr(self.model, "balancer", None)
+            learned = list(balancer.parameters()) if balancer is not None else []
+            if learned:  # e.g. uncertainty log-variances: same learner, never weight-decayed
+                kwargs["params"] = [{"params": kwargs["params"]}, {"params": learned, "weight_decay": 0.0}]
         return super()._build_optimizer(**kwargs)
 
     def _build_lr_scheduler(self):
@@ -59,8 +78,15 @@ class MultiTaskTrainer(Trainer):
         raise ConfigError(f"lr_scheduler must be none, plateau or cosine; got '{kind}'.")
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        loss_func = self._finite_losses(loss_func or self.model.calculate_loss, epoch_idx, len(train_data))
+        checked = self._finite_losses(loss_func or self.model.calculate_loss, epoch_idx, len(train_data))
+        if loss_func is None and self.balancer is not None:
+            self._task_losses = checked  # raw task losses are checked before the balancer sees them
+            loss_func = self._balanced_loss
+        else:
+            loss_func = checked
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        if self.balancer is not None:
+            self._log_balance(epoch_idx, self.balancer.end_epoch())
         if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
             self.lr_scheduler.step()
         self.tensorboard.add_scalar("LearningRate", self.optimizer.param_groups[0]["lr"], epoch_idx)
@@ -94,6 +120,53 @@ class MultiTaskTrainer(Trainer):
             + (f"Checkpoints kept as they were: {', '.join(kept)}. " if kept else "No checkpoint was written yet. ")
             + "Try a lower learning_rate (or embedding_learning_rate), clip_grad_norm, or check the data."
         )
+
+    # -- task balancing --------------------------------------------------------------------
+    def _balanced_loss(self, interaction) -> tuple[torch.Tensor, ...]:
+        """The model's task-weighted losses through the balancer: the terms RecBole sums."""
+        parts = (self._task_losses or self.model.calculate_loss)(interaction)
+        losses = torch.stack(parts)  # [T]
+        self.balancer.record("loss", losses)
+        terms = self.balancer(losses)
+        # per-task gradients start from each task's own loss tensor: one taken from the stacked
+        # vector would walk every task's graph (with zero gradients) on each call
+        if isinstance(self.balancer, GradNorm):
+            params = self.model.last_shared_parameters()
+            self.balancer.step(losses, torch.stack([_grad_norm(part, params) for part in parts]))
+        elif isinstance(self.balancer, PCGrad):  # multipliers 1: the terms are the parts
+            self._surgery = self._pcgrad(parts)
+        return tuple(terms.unbind())
+
+    def _pcgrad(self, parts: tuple[torch.Tensor, ...]) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+        """PCGrad's gradient of every dense parameter that more than one task reaches."""
+        params = [p for p in self.model.dense_parameters() if p.requires_grad]
+        per_task = [torch.autograd.grad(t, params, retain_graph=True, allow_unused=True) for t in parts]
+        shared = [k for k in range(len(params)) if sum(g[k] is not None for g in per_task) >= 2]
+        if not shared:
+            return []
+        flat = torch.stack([torch.cat([(g[k] if g[k] is not None else torch.zeros_like(params[k])).reshape(-1)
+                                       for k in shared]) for g in per_task])  # [T, P]
+        combined, conflicts = PCGrad.project(flat)
+        self.balancer.record("grad_norm", flat.norm(dim=1))
+        self.balancer.record("conflict_rate", torch.tensor(conflicts))
+        chunks = combined.split([params[k].numel() for k in shared])
+        return [(params[k], c.view_as(params[k])) for k, c in zip(shared, chunks)]
+
+    def _apply_surgery(self, optimizer, args, kwargs) -> None:
+        """Optimizer pre-step hook: put PCGrad's gradient on the shared dense parameters."""
+        if not self._surgery:
+            return
+        for param, grad in self._surgery:
+            param.grad = grad.to(param.dtype)
+        self._surgery = []
+        if self.clip_grad_norm:  # RecBole clipped the plain sum; clip what is actually applied
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+
+    def _log_balance(self, epoch_idx: int, values: dict[str, float]) -> None:
+        parts = ", ".join(f"{name}: {value:.4f}" for name, value in values.items())
+        self.logger.info(set_color(f"epoch {epoch_idx} balance ({self.balancer.name})", "green") + f" [{parts}]")
+        for name, value in values.items():
+            self.tensorboard.add_scalar(f"Balance/{name}", value, epoch_idx)
 
     def _valid_epoch(self, valid_data, show_progress=False):
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
@@ -187,4 +260,13 @@ class MultiTaskTrainer(Trainer):
             self._collect_interest(interaction, self.model.predict_tasks(interaction))
 
 
+def _grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """``||d loss / d params||`` over all ``params`` (0 where ``loss`` does not reach them)."""
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    squares = [g.pow(2).sum() for g in grads if g is not None]
+    return torch.stack(squares).sum().sqrt() if squares else loss.new_zeros(())
+
+
 MTLRecTrainer = MultiTaskTrainer
+MMoETrainer = MultiTaskTrainer
+PLETrainer = MultiTaskTrainer
