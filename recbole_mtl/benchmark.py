@@ -90,6 +90,11 @@ def parse_spec(text: str) -> ModelSpec:
     model_class = get_model(name)  # clear error with suggestions when unknown
     plugin = name in plugin_model_names()
     if plugin:
+        from recbole_mtl.balancing import BALANCING_METHODS
+
+        if balance and balance not in BALANCING_METHODS:
+            raise ConfigError(f"--models entry '{text}': unknown balancing method '{balance}'; choose from "
+                              f"{list(BALANCING_METHODS)}.")
         tasks = tuple(t for t in task_text.split("+") if t) or TASKS
         bad = [t for t in tasks if t not in TASKS]
         if bad:

@@ -19,6 +19,9 @@ def test_model_specs_say_which_tasks_each_model_competes_on():
     assert parse_spec("CategoryMLP").tasks == ("category",)
     with pytest.raises(ConfigError, match="unknown task"):
         parse_spec("MTLRec@genre")
+    assert parse_spec("MMoE:pcgrad").balance == "pcgrad" and parse_spec("PLE@sequence+interest").tasks == ("sequence", "interest")
+    with pytest.raises(ConfigError, match="unknown balancing method"):
+        parse_spec("MMoE:gradnrom")
     with pytest.raises(ConfigError, match="multi-task models only"):
         parse_spec("SASRec@sequence")
 
