@@ -5,7 +5,9 @@ Mirrors RecBole's ``run_recbole.py``::
     run_recbole_mtl.py --model=MTLRec --dataset=ml-100k --config_files="a.yaml b.yaml" --epochs=5
 
 Every ``--key=value`` that is not a flag below is a config override (highest priority).
-Subcommand ``embed`` writes PLM item-text vectors (``run_recbole_mtl.py embed --help``);
+Subcommands: ``embed`` writes PLM item-text vectors (``run_recbole_mtl.py embed --help``);
+``validate`` checks a dataset's atomic files without training (``run_recbole_mtl.py validate --help``);
+``benchmark`` compares models on one split and writes results/<dataset>/ (``run_recbole_mtl.py benchmark --help``);
 ``export`` joins a sharded checkpoint into a single-process one; ``evaluate`` tests a checkpoint.
 
 ``--nproc=N`` (N > 1) starts ``torchrun`` with N processes running this command line; plain
@@ -24,11 +26,18 @@ from typing import Optional, Sequence
 def _user_errors() -> tuple:
     """Errors that are the user's to fix (imported lazily so ``--help`` stays fast)."""
     from recbole_mtl.compat import CheckpointError
-    from recbole_mtl.errors import ConfigError
+    from recbole_mtl.errors import ConfigError, NonFiniteLossError
     from recbole_mtl.text.embed import TextFeatureError
     from recbole_mtl.utils import UnknownNameError
 
-    return (UnknownNameError, ConfigError, CheckpointError, TextFeatureError, FileNotFoundError)
+    return (UnknownNameError, ConfigError, CheckpointError, TextFeatureError, FileNotFoundError, NonFiniteLossError)
+
+
+def _exit_code(error: Exception) -> int:
+    """2 for a mistake in the input (as argparse), 1 for a run that failed (a NaN loss)."""
+    from recbole_mtl.errors import NonFiniteLossError
+
+    return 1 if isinstance(error, NonFiniteLossError) else 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,12 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="recbole-mtl",
         description="Train and evaluate a recbole_mtl model or any RecBole baseline. "
         "Any other --key=value overrides a config key.",
-        epilog="subcommands: `embed` writes PLM item-text vectors (recbole-mtl embed --help); `export` joins "
+        epilog="subcommands: `embed` writes PLM item-text vectors (recbole-mtl embed --help); "
+        "`validate` checks a dataset's atomic files (recbole-mtl validate --help); "
+        "`benchmark` compares models against RecBole baselines (recbole-mtl benchmark --help); `export` joins "
         "a sharded checkpoint into one file; `evaluate` tests a checkpoint (recbole-mtl export --help)",
     )
     parser.add_argument("--model", "-m", type=str, default="MTLRec", help="model name (default: MTLRec)")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (default: ml-100k)")
     parser.add_argument("--config_files", type=str, default=None, help='YAML files, space separated: "a.yaml b.yaml"')
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run from <checkpoint_dir>/<model>-<dataset>-last.pth (written after "
+                        "every epoch; one process); --checkpoint=<file> resumes from a given file")
     parser.add_argument("--nproc", type=int, default=1,
                         help="processes on this node; > 1 starts torchrun (default: 1)")
     parser.add_argument("--ip", type=str, default="localhost", help="master address for multi-process runs")
@@ -130,6 +144,57 @@ def build_checkpoint_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
+def build_validate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recbole-mtl validate",
+        description="Check every atomic file a run of MODEL on DATASET would load (.inter, .user, .item and "
+        "additional feature files) and print what is wrong: file, line, field and how to fix it. "
+        "Any other --key=value overrides a config key (e.g. --data_path=...).",
+    )
+    parser.add_argument("--model", "-m", type=str, default="MTLRec", help="model name (default: MTLRec)")
+    parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (default: ml-100k)")
+    parser.add_argument("--config_files", type=str, default=None, help='YAML files, space separated')
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def validate_main(argv: Sequence[str]) -> list:
+    """The ``validate`` subcommand; returns the warnings (exits 2 on the first error)."""
+    parser = build_validate_parser()
+    args, unknown = parser.parse_known_args(argv)
+    overrides = _split_overrides(unknown, parser)
+    try:
+        from recbole_mtl.config import Config
+        from recbole_mtl.data.validate import validate_dataset
+
+        config_files = args.config_files.strip().split(" ") if args.config_files else None
+        config = Config(model=args.model, dataset=args.dataset, config_file_list=config_files, cmd_args=overrides)
+        warnings = validate_dataset(config)
+        for message in warnings:
+            print(f"warning: {message}", file=sys.stderr)
+        print(f"{args.dataset}: atomic files OK ({len(warnings)} warning(s))")
+        return warnings
+    except Exception as e:
+        if args.debug or not isinstance(e, _user_errors()):
+            raise
+        print(f"recbole-mtl validate: error: {e}", file=sys.stderr)
+        raise SystemExit(_exit_code(e)) from None
+
+
+def benchmark_main(argv: Sequence[str]) -> dict:
+    """The ``benchmark`` subcommand (see :mod:`recbole_mtl.benchmark`)."""
+    debug = "--debug" in argv
+    try:
+        from recbole_mtl.benchmark import main as benchmark
+
+        return benchmark(argv)
+    except Exception as e:
+        if debug or not isinstance(e, _user_errors() + (RuntimeError,)):
+            raise
+        print(f"recbole-mtl benchmark: error: {e}", file=sys.stderr)
+        raise SystemExit(_exit_code(e)) from None
+
+
 def checkpoint_main(command: str, argv: Sequence[str]):
     """``export`` (returns the written path) and ``evaluate`` (returns the test result)."""
     parser = build_checkpoint_parser(command)
@@ -159,16 +224,9 @@ def checkpoint_main(command: str, argv: Sequence[str]):
 
 
 def _literal_overrides(overrides: Sequence[str]) -> dict:
-    import ast
+    from recbole_mtl.compat import literal_convert
 
-    out = {}
-    for arg in overrides:
-        key, value = arg[2:].split("=", 1)
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+    return literal_convert(dict(arg[2:].split("=", 1) for arg in overrides))
 
 
 def _forwarded_argv(args: argparse.Namespace, overrides: Sequence[str]) -> list[str]:
@@ -178,6 +236,8 @@ def _forwarded_argv(args: argparse.Namespace, overrides: Sequence[str]) -> list[
         argv.append(f"--config_files={args.config_files}")
     if args.debug:
         argv.append("--debug")
+    if args.resume:
+        argv.append("--resume")
     return argv + list(overrides)
 
 
@@ -186,6 +246,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "embed":
         return embed_main(argv[1:])
+    if argv and argv[0] == "validate":
+        return validate_main(argv[1:])
+    if argv and argv[0] == "benchmark":
+        return benchmark_main(argv[1:])
     if argv and argv[0] in ("export", "evaluate"):
         return checkpoint_main(argv[0], argv[1:])
     parser = build_parser()
@@ -209,13 +273,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
         from recbole_mtl.quick_start import run_recbole_mtl
 
         config_files = args.config_files.strip().split(" ") if args.config_files else None
+        if args.resume:
+            overrides.append("--resume=True")
         return run_recbole_mtl(model=args.model, dataset=args.dataset, config_file_list=config_files,
                                cmd_args=overrides)
     except Exception as e:  # user mistakes get one line; everything else a traceback
         if args.debug or not isinstance(e, _user_errors()):
             raise
         print(f"recbole-mtl: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(_exit_code(e)) from None
 
 
 def console_main() -> None:

@@ -12,7 +12,6 @@ unchanged.
 
 from __future__ import annotations
 
-import ast
 import os
 import sys
 from logging import getLogger
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from recbole.config import Config as RecBoleConfig
-from recbole.utils import Enum
 
 from recbole_mtl.errors import ConfigError
 from recbole_mtl.utils import UnknownNameError, get_model, suggest
@@ -46,14 +44,20 @@ def properties_dir() -> Path:
     )
 
 
-def layer_plugin_properties(config: RecBoleConfig, model: str, dataset: str, root: Path) -> list[str]:
+def layer_plugin_properties(config: RecBoleConfig, model: str, dataset: str, root: Path,
+                            model_class: Any = None) -> list[str]:
     """Add ``root``'s overall < model < dataset YAML on top of RecBole's internal defaults.
+
+    A model class may name, in ``properties_base``, a model whose YAML holds its family's common
+    keys (the multi-task models read ``MTLRec.yaml``); that file is layered below the model's own.
 
     Returns:
         The files that were applied, in order.
     """
     applied = []
-    for file in (root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"):
+    models = [getattr(model_class, "properties_base", None), model]
+    model_files = [root / "model" / f"{m}.yaml" for i, m in enumerate(models) if m and m not in models[:i]]
+    for file in (root / "overall.yaml", *model_files, root / "dataset" / f"{dataset}.yaml"):
         if file.is_file():
             loaded = config._update_internal_config_dict(str(file)) or {}
             applied.append(str(file))
@@ -120,20 +124,9 @@ class Config(RecBoleConfig):
     # -- external input -------------------------------------------------------------------
     def _convert_config_dict(self, config_dict: dict) -> dict:
         """Parse string values as Python literals (never ``eval``): ``'1'`` -> 1, ``'[1,2]'``."""
-        for key, param in config_dict.items():
-            if not isinstance(param, str):
-                continue
-            try:
-                value = ast.literal_eval(param)
-                if not isinstance(value, (str, int, float, list, tuple, dict, bool, Enum, type(None))):
-                    value = param
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-                value = {"true": True, "false": False}.get(param.lower(), param)
-                if param.startswith("[") and param.endswith("]"):  # --tasks=[sequence,interest]
-                    value = [self._convert_config_dict({"v": x.strip()})["v"]
-                             for x in param[1:-1].split(",") if x.strip()]
-            config_dict[key] = value
-        return config_dict
+        from recbole_mtl.compat import literal_convert
+
+        return literal_convert(config_dict)
 
     def _load_cmd_line(self) -> dict:
         if self._cmd_args is None:
@@ -161,7 +154,7 @@ class Config(RecBoleConfig):
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         root = Path(self.properties_root) if self.properties_root else properties_dir()
-        self.plugin_config_files = layer_plugin_properties(self, model, dataset, root)
+        self.plugin_config_files = layer_plugin_properties(self, model, dataset, root, model_class)
 
     def _get_final_config_dict(self) -> dict:
         self._check_types()

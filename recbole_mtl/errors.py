@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
     """A config value has the wrong type or an unsupported value, or a name does not exist."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A task's training loss became NaN or inf; training stopped before the update."""

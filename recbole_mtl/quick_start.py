@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from logging import getLogger
 from typing import Optional, Sequence
 
-from recbole.data import create_dataset, data_preparation
+from recbole.data import data_preparation
 from recbole.data.utils import get_dataloader
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
-from recbole_mtl.compat import load_checkpoint
+from recbole_mtl.compat import CheckpointError, last_checkpoint_path, load_checkpoint, unpack_other
+from recbole_mtl.compat import safe_create_dataset as create_dataset
 from recbole_mtl.config import Config
+from recbole_mtl.data.validate import build_dataset, validate_dataset
 from recbole_mtl.distributed import export_checkpoint, init_from_env, is_distributed, barrier, rank
 from recbole_mtl.errors import ConfigError
 from recbole_mtl.utils import get_model, get_trainer, plugin_model_names
 
 
 def _build(config: Config):
+    if config["validate_data"] is not False:
+        validate_dataset(config)
     init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
+    dataset = build_dataset(config, create_dataset)
     if is_distributed(config):
         train_data, valid_data, test_data = _distributed_data(config, dataset)
         # the same seed on every rank: the tables start as in one process (DDP syncs the rest)
@@ -93,8 +98,9 @@ def run_recbole_mtl(
         logger.info(set_color("FLOPs", "blue") + f": {flops}")
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
-    if config["checkpoint"]:
-        trainer.resume_checkpoint(config["checkpoint"])
+    resume_from = resume_path(config)
+    if resume_from:
+        trainer.resume_checkpoint(resume_from)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
@@ -118,6 +124,21 @@ def run_recbole_mtl(
         "test_result": test_result,
         "checkpoint": checkpoint,
     }
+
+
+def resume_path(config: Config) -> Optional[str]:
+    """The checkpoint a run continues from: ``checkpoint``, else the ``-last.pth`` when ``resume``."""
+    if config["checkpoint"]:
+        return config["checkpoint"]
+    if not config["resume"]:
+        return None
+    path = last_checkpoint_path(config)
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"--resume: nothing to resume from: {path} does not exist. Each finished epoch of a run "
+            "writes it (under checkpoint_dir); start without --resume, or pass --checkpoint=<file>."
+        )
+    return path
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True) -> dict:
@@ -161,5 +182,6 @@ def load_data_and_model(model_file: str, config_dict: Optional[dict] = None):
     init_logger(config)
     dataset, train_data, valid_data, test_data, model = _build(config)
     model.load_state_dict(checkpoint["state_dict"])
-    model.load_other_parameter(checkpoint.get("other_parameter"))
+    other = checkpoint.get("other_parameter")
+    model.load_other_parameter(unpack_other(other) if other else other)
     return config, model, dataset, train_data, valid_data, test_data

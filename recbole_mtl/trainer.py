@@ -5,6 +5,12 @@
 * the dense optimizer covers dense parameters; embedding tables update themselves inside
   ``backward()`` (TorchRec's fused FBGEMM optimizers);
 * per-task losses are logged by name, to the log and TensorBoard;
+* task balancing (``loss_balance``, :mod:`recbole_mtl.balancing`): the model's balancer turns the
+  per-task losses into the terms RecBole sums and back-propagates; for ``gradnorm`` and ``pcgrad``
+  the per-task gradients of the shared dense layers come from ``torch.autograd.grad`` (which never
+  runs the fused embedding backward), and PCGrad's combined gradient replaces the shared dense
+  gradients in an optimizer pre-step hook, so RecBole's one ``backward()`` per step still updates
+  the fused tables exactly once; per-task weights (and gradient norms) are logged every epoch;
 * one evaluation reports every enabled task: RecBole's full-ranking metrics for ``sequence``
   (``ndcg@10``, ...), ``interest_*`` on the same validation/test interactions, and ``category_*``
   on the held-out items of that phase; ``valid_metric`` may be any of them;
@@ -12,6 +18,8 @@
 * several processes (torchrun): dense gradients averaged by DDP, sharded tables updated by
   TorchRec, training losses logged as the mean over ranks, every rank evaluating every user,
   one checkpoint file per rank (see :mod:`recbole_mtl.distributed`).
+* a NaN or inf loss stops training before it updates anything, naming the task and the step;
+  the checkpoints written so far are kept as they are.
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ from recbole.utils import set_color
 from tqdm import tqdm
 
 from recbole_mtl import distributed
-from recbole_mtl.compat import _checkpoint_state, atomic_torch_save, load_checkpoint, restore_model
-from recbole_mtl.errors import ConfigError
+from recbole_mtl.balancing import GradNorm, PCGrad
+from recbole_mtl.compat import _checkpoint_state, atomic_torch_save, load_checkpoint, restore_model, unpack_other
+from recbole_mtl.errors import ConfigError, NonFiniteLossError
 
 
 class _LossForward(torch.nn.Module):
@@ -62,6 +71,18 @@ class MultiTaskTrainer(Trainer):
             )
             # each rank names the checkpoint by its own clock: use rank 0's name everywhere
             self.saved_model_file = distributed.broadcast_object(self.saved_model_file)
+
+        self.balancer = getattr(model, "balancer", None)
+        self._surgery: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+        self._task_losses = None
+        if self.balancer is not None and self.balancer.needs_task_gradients:
+            if self.enable_scaler:
+                raise ConfigError(f"loss_balance: {self.balancer.name} computes per-task gradients and cannot run "
+                                  "with enable_scaler: True (scaled gradients); set enable_scaler: False.")
+            self.optimizer.register_step_pre_hook(self._apply_surgery)
+        if self.is_distributed and self.balancer is not None and self.balancer.name != "fixed":
+            raise ConfigError(f"loss_balance: {self.balancer.name} is not available with several processes "
+                              "(its weights would differ between ranks); use loss_balance: fixed with --nproc > 1.")
 
     # -- several processes -----------------------------------------------------------------
     def set_reduce_hook(self):
@@ -108,7 +129,8 @@ class MultiTaskTrainer(Trainer):
             self.model.sparse.load_full_tables(full_tables)
             return
         self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        other = checkpoint.get("other_parameter")
+        self.model.load_other_parameter(unpack_other(other) if other else other)
 
     def resume_checkpoint(self, resume_file):
         if not self.is_distributed:
@@ -134,6 +156,10 @@ class MultiTaskTrainer(Trainer):
     def _build_optimizer(self, **kwargs):
         if "params" not in kwargs and hasattr(self.model, "dense_parameters"):
             kwargs["params"] = list(self.model.dense_parameters())
+            balancer = getattr(self.model, "balancer", None)
+            learned = list(balancer.parameters()) if balancer is not None else []
+            if learned:  # e.g. uncertainty log-variances: same learner, never weight-decayed
+                kwargs["params"] = [{"params": kwargs["params"]}, {"params": learned, "weight_decay": 0.0}]
         return super()._build_optimizer(**kwargs)
 
     def _build_lr_scheduler(self):
@@ -153,14 +179,98 @@ class MultiTaskTrainer(Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self.is_distributed and loss_func is None:
             loss_func = self.distributed_model
+        checked = self._finite_losses(loss_func or self.model.calculate_loss, epoch_idx, len(train_data))
+        if loss_func is None and self.balancer is not None:
+            self._task_losses = checked  # raw task losses are checked before the balancer sees them
+            loss_func = self._balanced_loss
+        else:
+            loss_func = checked
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         if self.is_distributed and loss is not None:  # log what one process on the whole batch would
             mean = distributed.mean_over_ranks(loss if isinstance(loss, tuple) else [loss])
             loss = tuple(mean) if isinstance(loss, tuple) else mean[0]
+        if self.balancer is not None:
+            self._log_balance(epoch_idx, self.balancer.end_epoch())
         if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
             self.lr_scheduler.step()
         self.tensorboard.add_scalar("LearningRate", self.optimizer.param_groups[0]["lr"], epoch_idx)
         return loss
+
+    def _finite_losses(self, loss_func, epoch_idx: int, batches: int):
+        """Wrap ``loss_func`` so a NaN/inf task loss raises before ``backward()`` updates anything."""
+        state = {"batch": 0}
+
+        def checked(interaction):
+            losses = loss_func(interaction)
+            parts = losses if isinstance(losses, tuple) else (losses,)
+            tasks = list(getattr(self.model, "tasks", []))
+            names = tasks if len(tasks) == len(parts) else [f"loss {i + 1}" for i in range(len(parts))]
+            for name, loss in zip(names, parts):
+                if not torch.isfinite(loss).all():
+                    raise NonFiniteLossError(self._non_finite_message(name, loss, epoch_idx, state["batch"], batches))
+            state["batch"] += 1
+            return losses
+
+        return checked
+
+    def _non_finite_message(self, task: str, loss: torch.Tensor, epoch_idx: int, batch: int, batches: int) -> str:
+        value = "NaN" if torch.isnan(loss).any() else "inf"
+        step = epoch_idx * batches + batch
+        kept = [f for f in (getattr(self, "last_checkpoint_file", None), self.saved_model_file)
+                if f and os.path.isfile(f)]
+        return (
+            f"the '{task}' loss is {value} at epoch {epoch_idx}, batch {batch + 1} of {batches} "
+            f"(training step {step}); training stopped before this step updated the model. "
+            + (f"Checkpoints kept as they were: {', '.join(kept)}. " if kept else "No checkpoint was written yet. ")
+            + "Try a lower learning_rate (or embedding_learning_rate), clip_grad_norm, or check the data."
+        )
+
+    # -- task balancing --------------------------------------------------------------------
+    def _balanced_loss(self, interaction) -> tuple[torch.Tensor, ...]:
+        """The model's task-weighted losses through the balancer: the terms RecBole sums."""
+        parts = (self._task_losses or self.model.calculate_loss)(interaction)
+        losses = torch.stack(parts)  # [T]
+        self.balancer.record("loss", losses)
+        terms = self.balancer(losses)
+        # per-task gradients start from each task's own loss tensor: one taken from the stacked
+        # vector would walk every task's graph (with zero gradients) on each call
+        if isinstance(self.balancer, GradNorm):
+            params = self.model.last_shared_parameters()
+            self.balancer.step(losses, torch.stack([_grad_norm(part, params) for part in parts]))
+        elif isinstance(self.balancer, PCGrad):  # multipliers 1: the terms are the parts
+            self._surgery = self._pcgrad(parts)
+        return tuple(terms.unbind())
+
+    def _pcgrad(self, parts: tuple[torch.Tensor, ...]) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+        """PCGrad's gradient of every dense parameter that more than one task reaches."""
+        params = [p for p in self.model.dense_parameters() if p.requires_grad]
+        per_task = [torch.autograd.grad(t, params, retain_graph=True, allow_unused=True) for t in parts]
+        shared = [k for k in range(len(params)) if sum(g[k] is not None for g in per_task) >= 2]
+        if not shared:
+            return []
+        flat = torch.stack([torch.cat([(g[k] if g[k] is not None else torch.zeros_like(params[k])).reshape(-1)
+                                       for k in shared]) for g in per_task])  # [T, P]
+        combined, conflicts = PCGrad.project(flat)
+        self.balancer.record("grad_norm", flat.norm(dim=1))
+        self.balancer.record("conflict_rate", torch.tensor(conflicts))
+        chunks = combined.split([params[k].numel() for k in shared])
+        return [(params[k], c.view_as(params[k])) for k, c in zip(shared, chunks)]
+
+    def _apply_surgery(self, optimizer, args, kwargs) -> None:
+        """Optimizer pre-step hook: put PCGrad's gradient on the shared dense parameters."""
+        if not self._surgery:
+            return
+        for param, grad in self._surgery:
+            param.grad = grad.to(param.dtype)
+        self._surgery = []
+        if self.clip_grad_norm:  # RecBole clipped the plain sum; clip what is actually applied
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+
+    def _log_balance(self, epoch_idx: int, values: dict[str, float]) -> None:
+        parts = ", ".join(f"{name}: {value:.4f}" for name, value in values.items())
+        self.logger.info(set_color(f"epoch {epoch_idx} balance ({self.balancer.name})", "green") + f" [{parts}]")
+        for name, value in values.items():
+            self.tensorboard.add_scalar(f"Balance/{name}", value, epoch_idx)
 
     def _valid_epoch(self, valid_data, show_progress=False):
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
@@ -253,4 +363,13 @@ class MultiTaskTrainer(Trainer):
             self._collect_interest(interaction, self.model.predict_tasks(interaction))
 
 
+def _grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """``||d loss / d params||`` over all ``params`` (0 where ``loss`` does not reach them)."""
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    squares = [g.pow(2).sum() for g in grads if g is not None]
+    return torch.stack(squares).sum().sqrt() if squares else loss.new_zeros(())
+
+
 MTLRecTrainer = MultiTaskTrainer
+MMoETrainer = MultiTaskTrainer
+PLETrainer = MultiTaskTrainer

@@ -97,6 +97,25 @@ def test_each_head_updates_the_shared_embeddings(task, changed, data_root):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.dense_parameters())
 
 
+def test_a_batch_smaller_than_the_category_sample_gives_the_same_user_losses(built):
+    """The last batch of an epoch can hold fewer users than category_batch_size items."""
+    _, _, train, _, _, model = built
+    model.eval()
+    small = next(iter(train))[torch.arange(5)]
+    saved = model.category_batch_size
+    try:
+        model.category_batch_size = 64  # more category items than users: the KJT stride is 64
+        many = model.calculate_loss(small)
+        model.category_batch_size = 2  # fewer: the stride is the batch
+        few = model.calculate_loss(small)
+    finally:
+        model.category_batch_size = saved
+    assert model.tasks == ["sequence", "interest", "category"]
+    torch.testing.assert_close(many[0], few[0])  # sequence and interest losses do not depend on the sample
+    torch.testing.assert_close(many[1], few[1])
+    assert torch.isfinite(many[2]) and torch.isfinite(few[2])
+
+
 def test_task_weights_scale_the_losses(data_root):
     torch.manual_seed(0)
     _, _, train, _, _, model = build(data_root, task_weights={"sequence": 1.0, "interest": 1.0, "category": 1.0})
@@ -110,8 +129,12 @@ def test_task_weights_scale_the_losses(data_root):
     torch.testing.assert_close(torch.stack(weighted), torch.stack(plain) * torch.tensor([2.0, 0.5, 0.0]))
 
 
-def test_missing_category_field_switches_the_task_off_with_a_warning(data_root, caplog):
-    _, _, _, _, _, model = build(data_root, category_field="genre")
+def test_missing_category_field_is_an_error_when_set_and_switches_the_task_off_otherwise(data_root, caplog):
+    from recbole_mtl.data.validate import DataValidationError
+
+    with pytest.raises(DataValidationError, match=r"ml-slice.item, line 1, field 'genre'.*category_field"):
+        build(data_root, category_field="genre")
+    _, _, _, _, _, model = build(data_root, category_field="genre", validate_data=False)
     assert model.tasks == ["sequence", "interest"]
     assert "task 'category' switched off" in caplog.text and "'genre'" in caplog.text and "category_field" in caplog.text
 

@@ -4,7 +4,8 @@
   the raw value before RecBole normalises float fields (ml-100k: ``rating >= 4``).
 * **category**: the items whose ``category_field`` is not empty are split, fixed by ``seed``, into
   training items and ``category_holdout_ratio`` held-out items (half for validation, half for
-  test) whose labels the model never trains on.
+  test) whose labels the model never trains on; or, with ``category_folds: K``, into K folds where
+  fold ``category_fold`` is the test part and the next fold validation.
 
 A task whose field is missing is switched off with a warning that names the field and the
 config key to set (:meth:`MultiTaskDataset.available_tasks`).
@@ -143,16 +144,34 @@ class MultiTaskDataset(SequentialDataset):
         labelled = labelled[labelled > 0]  # id 0 is padding
         rng = np.random.default_rng(int(self.config["seed"]))
         order = rng.permutation(labelled)
-        n_holdout = max(2, int(round(len(order) * self.task_fields.category_holdout_ratio)))
-        if len(order) - n_holdout < 1:
-            raise ConfigError(
-                f"category task: only {len(order)} items have a '{self.task_fields.category_field}' "
-                "label, too few to hold some out; lower category_holdout_ratio or switch the task off."
-            )
-        holdout, train = order[:n_holdout], order[n_holdout:]
-        half = n_holdout // 2
+        folds = int(self.config["category_folds"] or 1)
+        if folds > 1:
+            train, valid, test = self._fold(order, folds, int(self.config["category_fold"] or 0))
+        else:
+            n_holdout = max(2, int(round(len(order) * self.task_fields.category_holdout_ratio)))
+            if len(order) - n_holdout < 1:
+                raise ConfigError(
+                    f"category task: only {len(order)} items have a '{self.task_fields.category_field}' "
+                    "label, too few to hold some out; lower category_holdout_ratio or switch the task off."
+                )
+            holdout, train = order[:n_holdout], order[n_holdout:]
+            half = n_holdout // 2
+            valid, test = holdout[:half], holdout[half:]
         return {
             "train": torch.as_tensor(np.sort(train), dtype=torch.long),
-            "valid": torch.as_tensor(np.sort(holdout[:half]), dtype=torch.long),
-            "test": torch.as_tensor(np.sort(holdout[half:]), dtype=torch.long),
+            "valid": torch.as_tensor(np.sort(valid), dtype=torch.long),
+            "test": torch.as_tensor(np.sort(test), dtype=torch.long),
         }
+
+    def _fold(self, order: np.ndarray, folds: int, fold: int):
+        """K-fold over items: fold ``fold`` is the test part, the next one validation, the rest training."""
+        if folds < 3 or not 0 <= fold < folds:
+            raise ConfigError(
+                f"category_folds={folds}, category_fold={fold}: K-fold needs category_folds >= 3 (test, "
+                "validation and training folds) and 0 <= category_fold < category_folds."
+            )
+        if len(order) < folds:
+            raise ConfigError(f"category task: {len(order)} labelled items cannot make {folds} folds.")
+        parts = np.array_split(order, folds)
+        train = np.concatenate([p for i, p in enumerate(parts) if i not in (fold, (fold + 1) % folds)])
+        return train, parts[(fold + 1) % folds], parts[fold]

@@ -11,7 +11,10 @@ Data flow of one training step::
       [state, user features] --mixture--> {sequence: [B, D], interest: [B, D]}
       [item id, item attributes] --item tower--> item representation [B, D] / [C_items, D]
       heads -> per-task losses, each times its task weight (RecBole logs each)
+      balancer (``loss_balance``, applied by the trainer) -> total loss
 
+The mixture hands each user-side task its own representation (the same tensor for every task in
+the shared bottom, a gated mix of experts in MMoE and PLE); the category task reads the item tower.
 Subclasses choose the mixture (:meth:`build_mixture`); everything else is shared.
 """
 
@@ -25,6 +28,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType, ModelType
 from torch import nn
 
+from recbole_mtl.balancing import build_balancer
 from recbole_mtl.data.dataset import INTEREST_LABEL_FIELD, TASK_NAMES, MultiTaskDataset
 from recbole_mtl.embedding import FeatureSpec, build_kjt, build_sparse_arch, sharding_options
 from recbole_mtl.embedding.features import CATEGORY_SUFFIX
@@ -42,11 +46,13 @@ USER_TASKS = ("sequence", "interest")
 
 
 class MultiTaskRecommender(SequentialRecommender):
-    """Base of the plugin's multi-task models (registered subclasses: ``MTLRec``, ...)."""
+    """Base of the plugin's multi-task models (registered subclasses: ``MTLRec``, ``MMoE``, ``PLE``)."""
 
     type = ModelType.SEQUENTIAL
     input_type = InputType.POINTWISE
     dataset_class = MultiTaskDataset
+    #: The YAML holding the keys common to the multi-task models, layered below each model's own.
+    properties_base = "MTLRec"
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -54,6 +60,8 @@ class MultiTaskRecommender(SequentialRecommender):
         self.dim = int(config["embedding_size"])
         self.tasks = self._resolve_tasks(config, dataset)
         self.task_weights = self._resolve_weights(config)
+        # learned balancing state (log-variances, GradNorm/DWA weights) lives here to travel in checkpoints
+        self.balancer = build_balancer(config, self.tasks, [self.task_weights[t] for t in self.tasks])
         self.interest_label_field = INTEREST_LABEL_FIELD
         dropout = float(config["dropout"] or 0.0)
         category_field = dataset.task_fields.category_field
@@ -153,7 +161,28 @@ class MultiTaskRecommender(SequentialRecommender):
 
     def dense_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters for the dense optimizer; embedding tables update inside ``backward``."""
-        return (p for n, p in self.named_parameters() if not n.startswith("sparse."))
+        return (p for n, p in self.named_parameters() if not n.startswith(("sparse.", "balancer.")))
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """The last dense layers more than one task reads (GradNorm's ``W``).
+
+        The mixture's last shared layer (sequence and interest) and the item tower's output layer
+        (interest and category); the embedding tables are shared too but update inside the fused
+        backward, which never exposes their gradients.
+        """
+        return list(self.mixture.last_shared_parameters()) + [self.item_tower[-1].weight]
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, with a clear error when the balancing state does not fit."""
+        saved = sorted(k for k in state_dict if k.startswith("balancer."))
+        expected = sorted("balancer." + k for k in self.balancer.state_dict())
+        if strict and saved != expected:
+            raise ConfigError(
+                f"the checkpoint's balancing state {saved or '(none)'} does not fit loss_balance: "
+                f"{self.balancer.name}, which keeps {expected or '(none)'}. Resume with the loss_balance the "
+                "checkpoint was trained with (its config is stored in the checkpoint)."
+            )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def other_parameter(self) -> dict:
         return {"sparse_optimizer": self.sparse.sparse_optimizer_state()}
@@ -191,7 +220,8 @@ class MultiTaskRecommender(SequentialRecommender):
 
     def _user_representations(self, interaction, items, pooled, B: int) -> dict[str, torch.Tensor]:
         ids = interaction[self.ITEM_SEQ]
-        seq = items["item_id_list"].to_padded_dense(desired_length=ids.shape[1])  # [B, L, D]
+        # the KJT's stride may exceed B (more category items than users): keep the B user rows
+        seq = items["item_id_list"].to_padded_dense(desired_length=ids.shape[1])[:B]  # [B, L, D]
         seq = self._item_emb(ids, seq)
         state = self.encoder(seq, interaction[self.ITEM_SEQ_LEN])  # [B, D]
         parts = [state] + [pooled[f.field][:B] for f in self.spec.user_fields]

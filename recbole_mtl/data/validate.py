@@ -1,0 +1,462 @@
+"""Check a dataset's atomic files before RecBole loads them.
+
+RecBole reads ``.inter``/``.user``/``.item`` with ``pandas.read_csv`` and, given a malformed file,
+either fails deep inside with a cryptic traceback ("not enough values to unpack", "Length
+mismatch") or silently accepts it (an extra column on one line, a rating of "four", a NaN
+timestamp). :func:`validate_dataset` streams every file the run will load once, line by line, and
+stops at the first problem with a :class:`DataValidationError` that names the file, the line, the
+field, what was expected and how to fix it. Problems that do not stop a run (ids in a feature file
+that no interaction uses) come back as warnings.
+
+Rows are split exactly as RecBole's reader splits them (``field_separator``, double-quoted fields
+as in ``csv``), so a file the validator accepts is one RecBole reads as intended.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from dataclasses import dataclass, field
+from logging import getLogger
+from pathlib import Path
+from typing import Optional
+
+from recbole_mtl.errors import ConfigError
+
+#: The field types of RecBole's atomic files.
+FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
+#: How many example ids a warning shows.
+_EXAMPLES = 3
+
+
+class DataValidationError(ConfigError):
+    """An atomic file is malformed; the message says where and how to fix it."""
+
+
+@dataclass
+class FileReport:
+    """What one checked file holds: its header and the ids it mentions."""
+
+    path: Path
+    header: dict  # field -> type, in file order
+    rows: int = 0
+    ids: dict = field(default_factory=dict)  # id field -> set of values
+
+
+@dataclass
+class FileRules:
+    """What a file must satisfy beyond being well formed.
+
+    Attributes:
+        required_fields: fields the header must have (``{field: why}``, ``why`` ends the message).
+        required_values: float fields whose values may not be empty (rating, timestamp, labels).
+        nonempty_tokens: token fields whose values may not be empty (the ids).
+        collect_ids: token fields whose values are collected (for the cross-file checks).
+        load_col: the columns RecBole will load (``None``: all); values of others are not parsed.
+        need_rows: an empty body is an error (the interaction file).
+    """
+
+    required_fields: dict = field(default_factory=dict)
+    required_values: set = field(default_factory=set)
+    nonempty_tokens: set = field(default_factory=set)
+    collect_ids: set = field(default_factory=set)
+    load_col: Optional[set] = None
+    need_rows: bool = False
+
+
+def _where(path: Path, line: Optional[int] = None, name: Optional[str] = None) -> str:
+    out = str(path)
+    if line is not None:
+        out += f", line {line}"
+    if name is not None:
+        out += f", field '{name}'"
+    return out
+
+
+def _short(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def parse_header(path: Path, line: str, sep: str) -> dict:
+    """Parse ``name:type`` header fields; raises on a missing/unknown type or a duplicate."""
+    if line.startswith("\ufeff"):
+        raise DataValidationError(
+            f"{_where(path, 1)}: the file starts with a byte-order mark (BOM), so the first field "
+            "name would not match. Fix: save the file as UTF-8 without BOM."
+        )
+    if line.endswith("\r"):
+        raise DataValidationError(
+            f"{_where(path, 1)}: the file has Windows line endings (CRLF); RecBole would read the "
+            f"last field's type with a trailing carriage return. Fix: convert it, e.g. sed -i 's/\\r$//' {path}"
+        )
+    if not line.strip():
+        raise DataValidationError(
+            f"{_where(path, 1)}: the header line is empty. The first line must name every column as "
+            f"name:type, separated by {sep!r}, e.g. user_id:token{sep}item_id:token{sep}rating:float."
+        )
+    header: dict = {}
+    for column, raw in enumerate(line.split(sep), start=1):
+        if raw.count(":") != 1:
+            raise DataValidationError(
+                f"{_where(path, 1)}: header column {column} {_short(raw)} is not of the form name:type "
+                f"(type one of {', '.join(FIELD_TYPES)}). Fix the header, e.g. "
+                f"{(raw.split(':')[0] or 'field')}:token."
+                + (f" The file may not be separated by {sep!r}; set field_separator to its separator."
+                   if column == 1 and sep not in line else "")
+            )
+        name, ftype = raw.split(":")
+        if not name:
+            raise DataValidationError(
+                f"{_where(path, 1)}: header column {column} {_short(raw)} has an empty field name. "
+                "Give the column a name, e.g. rating:float."
+            )
+        if ftype not in FIELD_TYPES:
+            raise DataValidationError(
+                f"{_where(path, 1, name)}: unknown type {_short(ftype)}; RecBole knows "
+                f"{', '.join(FIELD_TYPES)}. Fix the header to e.g. {name}:token (ids, categories) "
+                f"or {name}:float (numbers)."
+            )
+        if name in header:
+            raise DataValidationError(
+                f"{_where(path, 1, name)}: the field appears twice in the header (columns "
+                f"{list(header).index(name) + 1} and {column}). Rename or drop one of them."
+            )
+        header[name] = ftype
+    return header
+
+
+def _check_float(path: Path, line: int, name: str, value: str, required: bool) -> None:
+    text = value.strip()
+    if not text:
+        if required:
+            raise DataValidationError(
+                f"{_where(path, line, name)}: the value is empty, but every row needs a number here. "
+                "Fill it in or drop the row."
+            )
+        return
+    try:
+        number = float(text)
+    except ValueError:
+        raise DataValidationError(
+            f"{_where(path, line, name)}: expected a number (the header says {name}:float), got "
+            f"{_short(value)}. Write a decimal number such as 4 or 4.5"
+            + ("" if required else ", or leave it empty when unknown") + "."
+        ) from None
+    if not math.isfinite(number):
+        raise DataValidationError(
+            f"{_where(path, line, name)}: {_short(value)} is not a finite number; NaN and inf "
+            "cannot be learned from. Replace it with a real value"
+            + (" or drop the row." if required else ", leave it empty, or drop the row.")
+        )
+
+
+def _check_float_seq(path: Path, line: int, name: str, value: str, seq_sep: str) -> None:
+    for position, part in enumerate(filter(None, value.split(seq_sep)), start=1):
+        try:
+            number = float(part)
+        except ValueError:
+            raise DataValidationError(
+                f"{_where(path, line, name)}: element {position} {_short(part)} of this float_seq is "
+                f"not a number. Write numbers separated by {seq_sep!r}."
+            ) from None
+        if not math.isfinite(number):
+            raise DataValidationError(
+                f"{_where(path, line, name)}: element {position} is {_short(part)}, not a finite "
+                "number. Regenerate or fix the vector."
+            )
+
+
+def _not_text(path: Path, line: int) -> DataValidationError:
+    return DataValidationError(
+        f"{_where(path, line)}: the file holds NUL bytes, so it is not a text file. Atomic files are "
+        "plain text (tab-separated by default); check that the right file is in place (not a "
+        "compressed or binary file)."
+    )
+
+
+def _decode_error(path: Path, encoding: str) -> DataValidationError:
+    """Find the line and byte that are not ``encoding`` (a second pass, only on failure)."""
+    with open(path, "rb") as raw:
+        for number, data in enumerate(raw, start=1):
+            if b"\x00" in data:
+                return _not_text(path, number)
+            try:
+                data.decode(encoding)
+            except UnicodeDecodeError as e:
+                return DataValidationError(
+                    f"{_where(path, number)}: byte {e.start + 1} of the line is not valid {encoding} "
+                    f"({data[e.start:e.start + 1]!r}), so the file is not {encoding} text. Convert it "
+                    f"(e.g. iconv -f latin1 -t utf-8) or set `encoding` to the file's encoding."
+                )
+    return DataValidationError(f"{path}: the file is not valid {encoding} text. Convert it or set `encoding`.")
+
+
+def _open_text(path: Path, encoding: str):
+    try:
+        return io.TextIOWrapper(open(path, "rb"), encoding=encoding, newline="")
+    except LookupError:
+        raise DataValidationError(
+            f"config key `encoding` is {encoding!r}, which Python does not know. Set it to e.g. utf-8."
+        ) from None
+
+
+def _check_rows(path: Path, text, rules: FileRules, sep: str, seq_sep: str) -> FileReport:
+    first = text.readline()
+    if "\x00" in first:
+        raise _not_text(path, 1)
+    header = parse_header(path, first[:-1] if first.endswith("\n") else first, sep)
+    for name, why in rules.required_fields.items():
+        if name not in header:
+            raise DataValidationError(
+                f"{_where(path, 1, name)}: the header has no field '{name}', which {why} "
+                f"Header fields: {', '.join(header)}."
+            )
+    names = list(header)
+    loaded = [rules.load_col is None or n in rules.load_col for n in names]
+    report = FileReport(path=path, header=header, ids={n: set() for n in rules.collect_ids if n in header})
+    # column index lists, so the loop over rows does no per-field lookups
+    floats = [(i, n, n in rules.required_values) for i, n in enumerate(names) if loaded[i] and header[n] == "float"]
+    seqs = [(i, n) for i, n in enumerate(names) if loaded[i] and header[n] == "float_seq"]
+    tokens = [(i, n) for i, n in enumerate(names) if loaded[i] and n in rules.nonempty_tokens]
+    ids = [(i, report.ids[n]) for i, n in enumerate(names) if loaded[i] and n in report.ids]
+    width = len(names)
+    reader = csv.reader(text, delimiter=sep, quotechar='"', strict=False)
+    rows = 0
+    try:
+        for row in reader:
+            if len(row) != width:
+                if not row:
+                    continue  # blank line: pandas skips it too
+                raise DataValidationError(
+                    f"{_where(path, reader.line_num + 1)}: the row has {len(row)} column(s), the header has "
+                    f"{width} ({', '.join(names)}). Fix the row: every row needs one value per header "
+                    f"field, separated by {sep!r} (an empty value is allowed where the field is optional)."
+                )
+            for i, name, required in floats:
+                value = row[i]
+                try:
+                    number = float(value)
+                except ValueError:
+                    _check_float(path, reader.line_num + 1, name, value, required)  # raises unless allowed
+                    continue
+                if number - number != 0:  # NaN or inf
+                    _check_float(path, reader.line_num + 1, name, value, required)
+            for i, name in seqs:
+                _check_float_seq(path, reader.line_num + 1, name, row[i], seq_sep)
+            for i, name in tokens:
+                if not row[i] or row[i].isspace():
+                    raise DataValidationError(
+                        f"{_where(path, reader.line_num + 1, name)}: the id is empty. Every row needs a "
+                        f"{name}; fill it in or drop the row."
+                    )
+            for i, seen in ids:
+                seen.add(row[i])
+            rows += 1
+    except csv.Error as e:
+        if "NUL" in str(e):
+            raise _not_text(path, reader.line_num + 1) from None
+        raise DataValidationError(
+            f"{_where(path, reader.line_num + 1)}: the row cannot be split into fields ({e}). Check "
+            "for an unbalanced double quote or an overlong value."
+        ) from None
+    report.rows = rows
+    return report
+
+
+def check_file(path: Path, rules: FileRules, sep: str = "\t", seq_sep: str = " ",
+               encoding: str = "utf-8") -> FileReport:
+    """Stream one atomic file once and check it against ``rules``.
+
+    Raises:
+        DataValidationError: the first problem found, with file, line and field.
+    """
+    path = Path(path)
+    if os.path.getsize(path) == 0:
+        raise DataValidationError(
+            f"{path}: the file is empty. An atomic file starts with a header line "
+            f"(e.g. user_id:token{sep}item_id:token) followed by one row per line; "
+            "write it, or remove the file if the dataset has no such data."
+        )
+    with open(path, "rb") as raw:
+        head = raw.read(65536)
+    if b"\x00" in head:  # compressed or binary: say so rather than "not utf-8"
+        raise _not_text(path, head[:head.index(b"\x00")].count(b"\n") + 1)
+    with _open_text(path, encoding) as text:
+        try:
+            report = _check_rows(path, text, rules, sep, seq_sep)
+        except UnicodeDecodeError:
+            raise _decode_error(path, encoding) from None
+    if rules.need_rows and report.rows == 0:
+        raise DataValidationError(
+            f"{path}: the file has a header but no rows. Add one interaction per line."
+        )
+    return report
+
+
+# -- the whole dataset ---------------------------------------------------------------------------
+def _load_col(config, source: str) -> Optional[set]:
+    """The fields RecBole loads from ``source`` (``None``: all; empty: the file is skipped)."""
+    load_col = config["load_col"]
+    if load_col is None:
+        return None
+    return set(load_col.get(source) or []) if source in load_col else set()
+
+
+def _user_set(config, key: str) -> bool:
+    return key in (getattr(config, "external_config_dict", None) or {})
+
+
+def _is_sequential(config) -> bool:
+    from recbole.utils import ModelType
+
+    return config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+
+
+def _plugin_tasks(config) -> list:
+    from recbole_mtl.utils import plugin_model_names
+
+    if config["model"] not in plugin_model_names():
+        return []
+    return list(config["tasks"] or [])
+
+
+def validate_dataset(config) -> list[str]:
+    """Check every atomic file ``config``'s run will load; return warnings, raise on errors.
+
+    Args:
+        config: a resolved RecBole/recbole_mtl ``Config``.
+
+    Returns:
+        Warning messages (also logged), e.g. ids in ``.item`` that no interaction uses.
+
+    Raises:
+        DataValidationError: a malformed file or a configured field that is absent.
+    """
+    name = config["dataset"]
+    folder = Path(config["data_path"])
+    sep = config["field_separator"] or "\t"
+    seq_sep = config["seq_separator"] or " "
+    encoding = config["encoding"] or "utf-8"
+    uid, iid = config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]
+    tasks = _plugin_tasks(config)
+    warnings: list[str] = []
+
+    inter_rules = FileRules(
+        required_fields={uid: "every interaction needs (config key USER_ID_FIELD).",
+                         iid: "every interaction needs (config key ITEM_ID_FIELD)."},
+        nonempty_tokens={uid, iid}, collect_ids={uid, iid}, load_col=_load_col(config, "inter"), need_rows=True,
+    )
+    for key in ("RATING_FIELD", "TIME_FIELD", "LABEL_FIELD"):
+        if config[key]:
+            inter_rules.required_values.add(config[key])
+    threshold = config["threshold"]
+    if isinstance(threshold, dict):
+        for f in threshold:
+            inter_rules.required_fields[f] = f"the config key `threshold` ({threshold}) turns into labels."
+            inter_rules.required_values.add(f)
+    label = config["interest_label_field"] if "interest" in tasks else None
+    if label:
+        inter_rules.required_values.add(label)
+        if _user_set(config, "interest_label_field"):
+            inter_rules.required_fields[label] = (
+                "the config key interest_label_field names as the interest label; set it to a float field "
+                "of this file (e.g. rating)."
+            )
+
+    order = str((config["eval_args"] or {}).get("order", "")).upper()
+    time_field = config["TIME_FIELD"]
+    if order == "TO" or _is_sequential(config):
+        why = ("orders each user's interactions (eval_args order 'TO' / a sequential model); "
+               "add it to the file, or change eval_args order to 'RO'.")
+        if time_field:
+            inter_rules.required_fields[time_field] = why
+            loaded = inter_rules.load_col
+            if loaded is not None and time_field not in loaded:
+                raise DataValidationError(
+                    f"config key load_col loads {sorted(loaded)} from {name}.inter but not the time field "
+                    f"'{time_field}', which {why.split(';')[0]}. Add '{time_field}' to load_col['inter']."
+                )
+
+    benchmark = config["benchmark_filename"]
+    inter_files = [folder / f"{name}.{part}.inter" for part in benchmark] if benchmark else [folder / f"{name}.inter"]
+    users, items = set(), set()
+    for path in inter_files:
+        if not path.is_file():
+            raise DataValidationError(
+                f"{path}: the interaction file is missing. Put {path.name} in {folder}"
+                + (" (config key benchmark_filename names it)." if benchmark else ".")
+            )
+        report = check_file(path, inter_rules, sep, seq_sep, encoding)
+        users |= report.ids.get(uid, set())
+        items |= report.ids.get(iid, set())
+
+    side_files = [("user", uid, users, "users"), ("item", iid, items, "items")]
+    category = config["category_field"] if "category" in tasks else None
+    text_fields = list(config["text_fields"] or []) if config["text_features"] else []
+    for suffix, id_field, used, noun in side_files:
+        path = folder / f"{name}.{suffix}"
+        rules = FileRules(required_fields={id_field: f"identifies each row of the .{suffix} file."},
+                          nonempty_tokens={id_field}, collect_ids={id_field}, load_col=_load_col(config, suffix))
+        if suffix == "item":
+            if category and _user_set(config, "category_field"):
+                rules.required_fields[category] = (
+                    "the config key category_field names as the item categories; set it to a token or "
+                    "token_seq field of this file."
+                )
+            for f in text_fields:
+                rules.required_fields[f] = "the config key text_fields joins into each item's text."
+        if not path.is_file():
+            missing = [f for f in rules.required_fields if f != id_field]
+            if missing:
+                raise DataValidationError(
+                    f"{path}: the file is missing, but the config names its field(s) "
+                    f"{', '.join(missing)}. Add {path.name} or unset those keys."
+                )
+            continue
+        if rules.load_col is not None and not rules.load_col:
+            continue  # load_col leaves this file out: RecBole does not read it
+        report = check_file(path, rules, sep, seq_sep, encoding)
+        unused = report.ids.get(id_field, set()) - used
+        if unused:
+            examples = ", ".join(repr(x) for x in sorted(unused)[:_EXAMPLES])
+            warnings.append(
+                f"{path}: {len(unused)} of {len(report.ids[id_field])} {noun} have no interaction in "
+                f"{name}.inter (e.g. {examples}); RecBole keeps their rows but nothing trains them."
+            )
+
+    for suffix in config["additional_feat_suffix"] or []:
+        path = folder / f"{name}.{suffix}"
+        if path.is_file() and (_load_col(config, suffix) is None or _load_col(config, suffix)):
+            check_file(path, FileRules(load_col=_load_col(config, suffix)), sep, seq_sep, encoding)
+
+    logger = getLogger(__name__)
+    for message in warnings:
+        logger.warning(message)
+    return warnings
+
+
+def empty_dataset_error(config) -> DataValidationError:
+    """The error for a dataset that RecBole's filters left empty, naming the filters."""
+    keys = ("val_interval", "user_inter_num_interval", "item_inter_num_interval", "filter_inter_by_user_or_item",
+            "rm_dup_inter")
+    settings = ", ".join(f"{k}={config[k]!r}" for k in keys if config[k] not in (None, {}, "[0,inf)"))
+    return DataValidationError(
+        f"dataset '{config['dataset']}' has no interactions left after filtering"
+        + (f" ({settings})" if settings else "")
+        + ". Loosen the filters (e.g. --user_inter_num_interval='[0,inf)') or check the data."
+    )
+
+
+def build_dataset(config, create_dataset):
+    """``create_dataset(config)``, turning RecBole's "Some feat is empty" into a clear error."""
+    try:
+        dataset = create_dataset(config)
+    except ValueError as e:
+        if "Some feat is empty" not in str(e):
+            raise
+        raise empty_dataset_error(config) from None
+    if dataset.inter_num == 0:
+        raise empty_dataset_error(config)
+    return dataset

@@ -1,0 +1,72 @@
+"""The benchmark command end to end on a small slice: CSV, markdown, chart, and resume."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from recbole_mtl.benchmark import parse_spec, select
+from recbole_mtl.errors import ConfigError
+
+
+def test_model_specs_say_which_tasks_each_model_competes_on():
+    assert parse_spec("MTLRec").tasks == ("sequence", "interest", "category")
+    assert parse_spec("MTLRec@category").tasks == ("category",)
+    assert parse_spec("SASRec").tasks == ("sequence",) and parse_spec("BPR").tasks == ("sequence",)
+    assert parse_spec("DeepFM").tasks == ("interest",) and parse_spec("DIN").tasks == ("interest",)
+    assert parse_spec("CategoryMLP").tasks == ("category",)
+    with pytest.raises(ConfigError, match="unknown task"):
+        parse_spec("MTLRec@genre")
+    assert parse_spec("MMoE:pcgrad").balance == "pcgrad" and parse_spec("PLE@sequence+interest").tasks == ("sequence", "interest")
+    with pytest.raises(ConfigError, match="unknown balancing method"):
+        parse_spec("MMoE:gradnrom")
+    with pytest.raises(ConfigError, match="multi-task models only"):
+        parse_spec("SASRec@sequence")
+
+
+def test_learning_rate_is_chosen_on_validation_per_model_seed_and_fold():
+    rows = [{"model": "M", "seed": 1, "fold": 0, "learning_rate": lr, "valid_metric": "NDCG@10", "valid_score": v}
+            for lr, v in ((0.1, 0.2), (0.01, 0.5), (0.001, 0.4))]
+    rows += [{"model": "D", "seed": 1, "fold": 0, "learning_rate": lr, "valid_metric": "interest_logloss",
+              "valid_score": v} for lr, v in ((0.1, 0.6), (0.01, 0.5))]
+    picked = {(r["model"], r["learning_rate"]) for r in select(rows) if r["selected"]}
+    assert picked == {("M", 0.01), ("D", 0.01)}  # LogLoss: smaller is better
+
+
+def test_benchmark_command_writes_csv_markdown_chart_and_resumes(tmp_path, capsys):
+    from recbole_mtl.cli import main
+    from tests.conftest import write_slice
+
+    write_slice(tmp_path / "data", max_user=40)
+    out = tmp_path / "out"
+    argv = ["benchmark", "--dataset=ml-slice", f"--data_path={tmp_path / 'data'}", f"--out={out}",
+            "--models=MTLRec,SASRec,DIN,CategoryMLP", "--seeds=1", "--epochs=1", "--max_len=10",
+            "--category_field=class", "--embedding_size=16", "--n_layers=1", "--hidden_size=16"]
+    summary = main(argv)
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    assert sorted(r["model"] for r in rows) == ["CategoryMLP", "DIN", "MTLRec", "SASRec"]
+    by_model = {r["model"]: r for r in rows}
+    for name, metric in [("MTLRec", "ndcg@10"), ("MTLRec", "interest_auc"), ("MTLRec", "category_micro_f1"),
+                         ("SASRec", "ndcg@10"), ("DIN", "interest_f1"), ("CategoryMLP", "category_macro_f1")]:
+        assert 0.0 <= float(by_model[name][metric]) <= 1.0, (name, metric)
+    assert all(float(r["peak_rss_mb"]) > 0 and float(r["time_per_epoch_s"]) > 0 for r in rows)
+    assert set(summary["sequence"]) == {"MTLRec", "SASRec"} and set(summary["interest"]) == {"MTLRec", "DIN"}
+    assert set(summary["category"]) == {"MTLRec", "CategoryMLP"}
+    text = (out / "summary.md").read_text()
+    assert "python run_recbole_mtl.py benchmark --dataset=ml-slice" in text and "| SASRec |" in text
+    assert "**" in text and "article" in text and "Hit@10" in text
+    assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    capsys.readouterr()
+    stamp = (out / "runs.csv").stat().st_mtime_ns
+    main(argv)  # everything is done: nothing reruns
+    printed = capsys.readouterr().out
+    assert "4 already in" in printed and "0 to go" in printed
+    assert (out / "runs.csv").stat().st_mtime_ns == stamp
+
+    (out / "runs.csv").write_text("".join(open(out / "runs.csv").readlines()[:-1]))  # as if the last run died
+    main(argv)
+    assert "3 already in" in capsys.readouterr().out
+    assert len(list(csv.DictReader(open(out / "runs.csv")))) == 4

@@ -1,0 +1,211 @@
+"""Atomic-file validation: every malformed input gets one clear message (file, line, field)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recbole_mtl.config import Config
+from recbole_mtl.data.validate import DataValidationError, validate_dataset
+
+INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+ROWS = ["1\t10\t4\t881250949", "1\t11\t2\t881250950", "2\t10\t5\t881250951", "2\t12\t3\t881250952",
+        "3\t11\t4\t881250953", "3\t12\t1\t881250954"]
+USER = "user_id:token\tage:token\tgender:token\n1\t24\tM\n2\t53\tF\n3\t23\tM\n"
+ITEM = "item_id:token\tmovie_title:token_seq\tclass:token_seq\n10\tToy Story\tAnimation Comedy\n" \
+       "11\tGoldenEye\tAction\n12\tHeat\tAction Crime\n"
+
+
+def inter(*rows: str, header: str = INTER) -> str:
+    return header + "\n".join(rows or ROWS) + "\n"
+
+
+def write(folder: Path, name: str, files: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix, content in files.items():
+        path = folder / f"{name}.{suffix}"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8", newline="")
+
+
+def check(root: Path, files: dict, model: str = "MTLRec", **config) -> list:
+    name = "bad"
+    write(root / name, name, {"inter": inter(), "user": USER, "item": ITEM, **files})
+    cfg = Config(model=model, dataset=name, config_dict={"data_path": str(root), "checkpoint_dir": str(root / "saved"),
+                                                          "state": "ERROR", **config}, cmd_args=[])
+    return validate_dataset(cfg)
+
+
+# (case id, files to overwrite, config, expected pieces of the message)
+CASES = [
+    ("header field without a type", {"inter": inter(header="user_id\titem_id:token\trating:float\ttimestamp:float\n")},
+     {}, ["bad.inter", "line 1", "'user_id'", "name:type"]),
+    ("header field with an unknown type", {"inter": inter(header="user_id:token\titem_id:token\trating:int\ttimestamp:float\n")},
+     {}, ["bad.inter", "line 1", "field 'rating'", "unknown type 'int'"]),
+    ("duplicated header field", {"item": "item_id:token\tclass:token_seq\tclass:token_seq\n10\ta\tb\n"},
+     {}, ["bad.item", "line 1", "field 'class'", "twice"]),
+    ("extra column on one line", {"inter": inter(*ROWS[:2], "2\t10\t5\t881250951\t7", *ROWS[3:])},
+     {}, ["bad.inter", "line 4", "5 column(s)", "header has 4"]),
+    ("missing column on one line", {"inter": inter(*ROWS[:4], "3\t11\t4", *ROWS[5:])},
+     {}, ["bad.inter", "line 6", "3 column(s)"]),
+    ("rating written as a word", {"inter": inter(ROWS[0], "1\t11\tfour\t881250950", *ROWS[2:])},
+     {}, ["bad.inter", "line 3", "field 'rating'", "'four'", "expected a number"]),
+    ("NaN timestamp", {"inter": inter(*ROWS[:2], "2\t10\t5\tNaN", *ROWS[3:])},
+     {}, ["bad.inter", "line 4", "field 'timestamp'", "not a finite number"]),
+    ("inf price in the item file", {"item": "item_id:token\tprice:float\n10\t3.5\n11\tinf\n12\t1\n"},
+     {}, ["bad.item", "line 3", "field 'price'", "not a finite number"]),
+    ("empty rating", {"inter": inter(*ROWS[:5], "3\t12\t\t881250954")},
+     {}, ["bad.inter", "line 7", "field 'rating'", "empty"]),
+    ("empty user id", {"inter": inter(*ROWS[:1], "\t11\t2\t881250950", *ROWS[2:])},
+     {}, ["bad.inter", "line 3", "field 'user_id'", "id is empty"]),
+    ("empty interaction file", {"inter": b""}, {}, ["bad.inter", "empty"]),
+    ("header but no interactions", {"inter": INTER}, {}, ["bad.inter", "no rows"]),
+    ("binary item file", {"item": b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03item"}, {}, ["bad.item", "line 1", "not a text file"]),
+    ("user file not utf-8", {"user": "user_id:token\tgender:token\n1\tM\n2\tF\n3\tM\xe9\n".encode("latin-1")},
+     {}, ["bad.user", "line 4", "not valid utf-8"]),
+    ("Windows line endings", {"inter": inter().replace("\n", "\r\n")}, {}, ["bad.inter", "line 1", "CRLF"]),
+    ("byte-order mark", {"user": "\ufeff" + USER}, {}, ["bad.user", "line 1", "byte-order mark"]),
+    ("user file without the user id", {"user": "uid:token\tage:token\n1\t24\n"}, {},
+     ["bad.user", "field 'user_id'", "identifies each row"]),
+    ("configured category field absent", {}, {"category_field": "genre"},
+     ["bad.item", "field 'genre'", "category_field"]),
+    ("configured interest label absent", {}, {"interest_label_field": "score"},
+     ["bad.inter", "field 'score'", "interest_label_field"]),
+    ("configured text field absent", {}, {"text_features": True, "text_fields": ["movie_title", "plot"]},
+     ["bad.item", "field 'plot'", "text_fields"]),
+    ("threshold on a missing field", {}, {"threshold": {"label": 1}}, ["bad.inter", "field 'label'", "threshold"]),
+    ("bad number in a float_seq feature file",
+     {"itememb": "item_emb_id:token\titem_emb:float_seq\n10\t0.1 0.2\n11\t0.3 x\n"},
+     {"additional_feat_suffix": ["itememb"]}, ["bad.itememb", "line 3", "field 'item_emb'", "element 2"]),
+    ("sequential model without the time field loaded", {}, {"load_col": {"inter": ["user_id", "item_id", "rating"]}},
+     ["load_col", "'timestamp'", "load_col['inter']"]),
+    ("time-ordered split without a time column", {"inter": "user_id:token\titem_id:token\trating:float\n1\t10\t4\n"},
+     {}, ["bad.inter", "field 'timestamp'", "eval_args order"]),
+    ("header separated by commas", {"user": "user_id:token,age:token\n1,24\n"}, {},
+     ["bad.user", "line 1", "field_separator"]),
+]
+
+
+@pytest.mark.parametrize("case,files,config,expected", CASES, ids=[c[0] for c in CASES])
+def test_malformed_dataset_gets_one_clear_message(case, files, config, expected, tmp_path):
+    with pytest.raises(DataValidationError) as info:
+        check(tmp_path, files, **config)
+    message = str(info.value)
+    for piece in expected:
+        assert piece in message, f"{case}: {piece!r} not in {message!r}"
+    assert "\n" not in message.strip()
+
+
+def test_well_formed_dataset_passes_and_unused_ids_only_warn(tmp_path):
+    assert check(tmp_path, {}) == []
+    warnings = check(tmp_path, {"item": ITEM + "99\tUnseen\tDrama\n"})
+    assert len(warnings) == 1 and "bad.item" in warnings[0] and "1 of 4 items" in warnings[0] and "'99'" in warnings[0]
+
+
+def test_columns_left_out_by_load_col_are_not_parsed(tmp_path):
+    """RecBole never reads a column outside load_col, so its values are not checked (the row shape is)."""
+    bad_price = {"item": "item_id:token\tprice:float\n10\tcheap\n11\t1\n12\t2\n"}
+    with pytest.raises(DataValidationError, match="price"):
+        check(tmp_path, bad_price)
+    check(tmp_path, bad_price, load_col={"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id"]})
+
+
+def test_bundled_ml100k_passes_for_plugin_and_baselines():
+    for model, extra in [("MTLRec", {}), ("SASRec", {"train_neg_sample_args": None}), ("DeepFM", {"threshold": {"rating": 4}})]:
+        assert validate_dataset(Config(model=model, dataset="ml-100k", config_dict=extra, cmd_args=[])) == []
+
+
+def test_cli_validate_and_train_print_one_line_without_traceback(tmp_path, capsys):
+    from recbole_mtl.cli import main
+
+    write(tmp_path / "bad", "bad", {"inter": inter(ROWS[0], "1\t11\tfour\t881250950"), "item": ITEM, "user": USER})
+    for argv in (["validate", "--dataset=bad"], ["--model=MTLRec", "--dataset=bad", "--epochs=1"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv + [f"--data_path={tmp_path}", f"--checkpoint_dir={tmp_path / 'saved'}"])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "bad.inter, line 3, field 'rating'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_empty_dataset_after_filtering_is_a_clear_error(data_root, workdir):
+    from recbole_mtl.quick_start import _build
+
+    config = Config(model="MTLRec", dataset="ml-slice", cmd_args=[], config_dict={
+        "data_path": str(data_root), "checkpoint_dir": str(workdir / "saved"), "state": "ERROR",
+        "val_interval": {"rating": "[10,inf)"}})
+    with pytest.raises(DataValidationError, match="no interactions left after filtering.*val_interval"):
+        _build(config)
+
+
+# -- fuzzing: anything either passes or gets a DataValidationError, never another exception -------
+_FUZZ_ROOT = Path(tempfile.mkdtemp(prefix="recbole-mtl-fuzz-"))
+_VALID = {"inter": inter(), "user": USER, "item": ITEM}
+_CONFIG = {}
+
+
+def _fuzz_config() -> Config:
+    if "config" not in _CONFIG:
+        write(_FUZZ_ROOT / "fz", "fz", _VALID)
+        _CONFIG["config"] = Config(model="MTLRec", dataset="fz", cmd_args=[], config_dict={
+            "data_path": str(_FUZZ_ROOT), "checkpoint_dir": str(_FUZZ_ROOT / "saved"), "state": "ERROR"})
+    return _CONFIG["config"]
+
+
+def _validate_files(files: dict) -> None:
+    config = _fuzz_config()
+    write(_FUZZ_ROOT / "fz", "fz", {**_VALID, **files})
+    try:
+        validate_dataset(config)
+    except DataValidationError as e:
+        assert str(e).startswith(str(_FUZZ_ROOT / "fz")) or str(e).startswith("config key"), str(e)
+
+
+_SPECIAL = st.sampled_from(["\t", "\n", ":", '"', "\x00", "\xe9", "nan", "inf", "", " ", "\r", "token", "float_seq",
+                            "-1e400", "1.5", "\ufeff", "four"])
+
+
+@st.composite
+def mutated(draw, text: str) -> bytes:
+    chars = list(text)
+    for _ in range(draw(st.integers(1, 6))):
+        op = draw(st.sampled_from(["insert", "delete", "replace", "duplicate_line", "truncate"]))
+        pos = draw(st.integers(0, max(0, len(chars) - 1)))
+        if op == "insert":
+            chars[pos:pos] = list(draw(_SPECIAL))
+        elif op == "delete" and chars:
+            del chars[pos]
+        elif op == "replace" and chars:
+            chars[pos:pos + 1] = list(draw(_SPECIAL))
+        elif op == "duplicate_line":
+            lines = "".join(chars).split("\n")
+            i = draw(st.integers(0, len(lines) - 1))
+            lines.insert(i, lines[i])
+            chars = list("\n".join(lines))
+        elif op == "truncate":
+            chars = chars[:pos]
+    encoding = draw(st.sampled_from(["utf-8", "latin-1"]))
+    return "".join(chars).encode(encoding, errors="replace")
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["inter", "user", "item"]), st.binary(max_size=300))
+def test_fuzz_random_bytes(suffix, data):
+    _validate_files({suffix: data})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzz_mutated_valid_files(data):
+    suffix = data.draw(st.sampled_from(["inter", "user", "item"]))
+    _validate_files({suffix: data.draw(mutated(_VALID[suffix]))})
+
+
+def teardown_module(module):
+    shutil.rmtree(_FUZZ_ROOT, ignore_errors=True)
