@@ -51,6 +51,9 @@ TASK_METRICS = {
     "category": ["category_micro_f1", "category_macro_f1", "category_accuracy", "category_label_accuracy",
                  "category_micro_precision", "category_micro_recall"],
 }
+#: The metrics drawn in the chart, per task.
+PLOTTED = {"sequence": ["ndcg@10", "hit@10"], "interest": ["interest_auc", "interest_f1"],
+           "category": ["category_micro_f1", "category_macro_f1"]}
 #: Metrics where smaller is better.
 SMALLER = {"interest_logloss"}
 #: The validation metric that selects the learning rate, per task a model is run for.
@@ -394,7 +397,7 @@ def plot(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [(t, TASK_METRICS[t][:2]) for t in TASKS if summary[t]]
+    shown = [(t, PLOTTED[t]) for t in TASKS if summary[t]]
     fig, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 4.2), squeeze=False)
     for ax, (task, metrics) in zip(axes[0], shown):
         names = list(summary[task])
