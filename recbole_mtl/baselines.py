@@ -89,7 +89,7 @@ def train_category_mlp(dataset_name: str, config_dict: dict) -> dict:
                 break
     train_time = time.perf_counter() - start
     model.load_state_dict(best_state)
-    import resource
+    from recbole_mtl.benchmark import peak_rss_mb
 
     return {
         "test": score(split["test"]),
@@ -97,5 +97,5 @@ def train_category_mlp(dataset_name: str, config_dict: dict) -> dict:
         "epochs_run": epochs_run,
         "train_time_s": round(train_time, 2),
         "time_per_epoch_s": round(train_time / epochs_run, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
     }

@@ -160,7 +160,8 @@ def _recbole_default(model: str, key: str):
     return (yaml.safe_load(path.read_text()) or {}).get(key)
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, in MB."""
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -215,7 +216,7 @@ def worker(spec_text: str, dataset: str, config_dict: dict) -> dict:
         "epochs_run": epochs_run,
         "train_time_s": round(train_time, 2),
         "time_per_epoch_s": round(train_time / epochs_run, 2),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
     }
 
 
@@ -501,8 +502,8 @@ def main(argv: Sequence[str]) -> dict:
         print(f"done in {time.perf_counter() - t0:.0f} s ({main_metric} {result['test'].get(main_metric, float('nan')):.4f}); "
               f"about {eta / 60:.0f} min left", flush=True)
     rows = select(read_runs(runs_csv))
-    rows = [r for r in rows if (r["model"], int(r["seed"]), int(r["fold"]), float(r["learning_rate"])) in
-            {(p[0].text, p[1], p[2], p[3]) for p in plan}]
+    planned = {(spec.text, seed, fold, lr) for spec, seed, fold, lr in plan}
+    rows = [r for r in rows if _key(r) in planned]
     summary = summarise(rows, specs)
     command = "python run_recbole_mtl.py benchmark " + " ".join(argv)
     atomic_write_text(out / "summary.md", markdown(summary, rows, specs, command.strip(), args))

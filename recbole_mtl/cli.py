@@ -40,6 +40,14 @@ def _exit_code(error: Exception) -> int:
     return 1 if isinstance(error, NonFiniteLossError) else 2
 
 
+def _fail(prog: str, error: Exception, debug: bool, also: tuple = ()):
+    """A user's mistake: one line on stderr and exit; anything else (or with --debug): re-raise."""
+    if debug or not isinstance(error, _user_errors() + also):
+        raise error
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    raise SystemExit(_exit_code(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recbole-mtl",
@@ -121,10 +129,7 @@ def embed_main(argv: Sequence[str]) -> dict:
         print(f"{result['path']}: {result['items']} items x {result['dim']} dims ({state})")
         return result
     except Exception as e:
-        if args.debug or not isinstance(e, _user_errors()):
-            raise
-        print(f"recbole-mtl embed: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail("recbole-mtl embed", e, args.debug)
 
 
 def build_checkpoint_parser(command: str) -> argparse.ArgumentParser:
@@ -175,10 +180,7 @@ def validate_main(argv: Sequence[str]) -> list:
         print(f"{args.dataset}: atomic files OK ({len(warnings)} warning(s))")
         return warnings
     except Exception as e:
-        if args.debug or not isinstance(e, _user_errors()):
-            raise
-        print(f"recbole-mtl validate: error: {e}", file=sys.stderr)
-        raise SystemExit(_exit_code(e)) from None
+        _fail("recbole-mtl validate", e, args.debug)
 
 
 def benchmark_main(argv: Sequence[str]) -> dict:
@@ -188,11 +190,8 @@ def benchmark_main(argv: Sequence[str]) -> dict:
         from recbole_mtl.benchmark import main as benchmark
 
         return benchmark(argv)
-    except Exception as e:
-        if debug or not isinstance(e, _user_errors() + (RuntimeError,)):
-            raise
-        print(f"recbole-mtl benchmark: error: {e}", file=sys.stderr)
-        raise SystemExit(_exit_code(e)) from None
+    except Exception as e:  # a failed run (RuntimeError) names its log: one line too
+        _fail("recbole-mtl benchmark", e, debug, also=(RuntimeError,))
 
 
 def checkpoint_main(command: str, argv: Sequence[str]):
@@ -217,10 +216,7 @@ def checkpoint_main(command: str, argv: Sequence[str]):
         print(f"test result: {dict(result)}")
         return result
     except Exception as e:
-        if args.debug or not isinstance(e, _user_errors()):
-            raise
-        print(f"recbole-mtl {command}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(f"recbole-mtl {command}", e, args.debug)
 
 
 def _literal_overrides(overrides: Sequence[str]) -> dict:
@@ -278,10 +274,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
         return run_recbole_mtl(model=args.model, dataset=args.dataset, config_file_list=config_files,
                                cmd_args=overrides)
     except Exception as e:  # user mistakes get one line; everything else a traceback
-        if args.debug or not isinstance(e, _user_errors()):
-            raise
-        print(f"recbole-mtl: error: {e}", file=sys.stderr)
-        raise SystemExit(_exit_code(e)) from None
+        _fail("recbole-mtl", e, args.debug)
 
 
 def console_main() -> None:
