@@ -41,23 +41,17 @@ from typing import Optional, Sequence
 
 from recbole_mtl.compat import atomic_write_text
 from recbole_mtl.errors import ConfigError
+from recbole_mtl.tasks import DEFAULT_TASKS, REGISTRY, TASK_NAMES
 
-TASKS = ("sequence", "interest", "category")
+TASKS = TASK_NAMES
 #: Metrics reported per task (keys of the run records), the first is the task's main metric.
-TASK_METRICS = {
-    "sequence": ["ndcg@10", "hit@10", "recall@10", "mrr@10", "precision@10"],
-    "interest": ["interest_auc", "interest_logloss", "interest_accuracy", "interest_precision",
-                 "interest_recall", "interest_f1"],
-    "category": ["category_micro_f1", "category_macro_f1", "category_accuracy", "category_label_accuracy",
-                 "category_micro_precision", "category_micro_recall"],
-}
+TASK_METRICS = {name: list(cls.metric_names) for name, cls in REGISTRY.items()}
 #: The metrics drawn in the chart, per task.
-PLOTTED = {"sequence": ["ndcg@10", "hit@10"], "interest": ["interest_auc", "interest_f1"],
-           "category": ["category_micro_f1", "category_macro_f1"]}
+PLOTTED = {name: list(cls.plotted) for name, cls in REGISTRY.items()}
 #: Metrics where smaller is better.
-SMALLER = {"interest_logloss"}
+SMALLER = {m for cls in REGISTRY.values() for m in cls.smaller_is_better}
 #: The validation metric that selects the learning rate, per task a model is run for.
-VALID_METRIC = {"sequence": "NDCG@10", "interest": "interest_auc", "category": "category_micro_f1"}
+VALID_METRIC = {name: cls.valid_metric for name, cls in REGISTRY.items()}
 CATEGORY_MLP = "CategoryMLP"
 LEAVE_ONE_OUT = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user"}
 RESULT_TAG = "BENCHMARK_RESULT "
@@ -98,7 +92,7 @@ def parse_spec(text: str) -> ModelSpec:
         if balance and balance not in BALANCING_METHODS:
             raise ConfigError(f"--models entry '{text}': unknown balancing method '{balance}'; choose from "
                               f"{list(BALANCING_METHODS)}.")
-        tasks = tuple(t for t in task_text.split("+") if t) or TASKS
+        tasks = tuple(t for t in task_text.split("+") if t) or DEFAULT_TASKS
         bad = [t for t in tasks if t not in TASKS]
         if bad:
             raise ConfigError(f"--models entry '{text}': unknown task(s) {bad}; choose from {list(TASKS)}.")
@@ -114,6 +108,11 @@ def parse_spec(text: str) -> ModelSpec:
             raise ConfigError(f"--models entry '{text}': {name} is a {model_class.type.name} model, which "
                               "competes on none of the tasks (sequence, interest, category).")
     return ModelSpec(text, name, tasks, balance or None, plugin)
+
+
+def _item_tasks(spec: ModelSpec) -> list[str]:
+    """The spec's tasks scored on held-out items (``--folds`` applies to them)."""
+    return [t for t in spec.tasks if t in REGISTRY and REGISTRY[t].evaluation == "items"]
 
 
 # -- one run (in its own process) ---------------------------------------------------------------
@@ -372,7 +371,7 @@ def markdown(summary: dict, rows: list[dict], specs: list[ModelSpec], command: s
             rss = max(float(r["peak_rss_mb"]) for r in chosen)
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(chosen)} | {tpe:.1f} | {rss:.0f} |")
         lines.append("")
-    mtl = [s.text for s in specs if s.plugin and len(s.tasks) == len(TASKS)]
+    mtl = [s.text for s in specs if s.plugin and len(s.tasks) > 1]
     if mtl:
         lines += ["## The source article's claims beside the measured figures", "",
                   "The article reports these figures without defining them. Measured here (test set), with "
@@ -475,7 +474,7 @@ def main(argv: Sequence[str]) -> dict:
     plan = []
     for seed in args.seed_list:
         for spec in specs:
-            folds = range(args.folds) if "category" in spec.tasks and args.folds > 1 else [0]
+            folds = range(args.folds) if _item_tasks(spec) and args.folds > 1 else [0]
             for fold in folds:
                 for lr in lrs:
                     plan.append((spec, seed, fold, lr))
@@ -486,7 +485,7 @@ def main(argv: Sequence[str]) -> dict:
     for i, (spec, seed, fold, lr) in enumerate(todo, start=1):
         label = f"{spec.text} seed={seed}" + (f" fold={fold}" if args.folds > 1 else "") + f" lr={lr:g}"
         print(f"[{i}/{len(todo)}] {label} ...", end=" ", flush=True)
-        config = run_config(spec, seed, fold, args.folds if "category" in spec.tasks else 1, lr, base)
+        config = run_config(spec, seed, fold, args.folds if _item_tasks(spec) else 1, lr, base)
         t0 = time.perf_counter()
         log = out / "logs" / f"{spec.text.replace(':', '_').replace('@', '_')}-s{seed}-f{fold}-lr{lr:g}.log"
         result = _run_one(spec, args.dataset, config, log, args.timeout)

@@ -29,7 +29,7 @@ _UNDECLARED_KEYS = {
     "local_rank", "group_offset", "benchmark_filename", "numerical_features", "debug",
 }
 # Plugin metrics where smaller is better (RecBole knows its own).
-_SMALLER_SUFFIXES = ("logloss", "loss", "hamming")
+_SMALLER_SUFFIXES = ("logloss", "loss", "hamming", "rmse", "mae")
 
 
 def properties_dir() -> Path:
@@ -181,7 +181,7 @@ class Config(RecBoleConfig):
         super()._set_default_parameters()
         self._check_dataset(data_path)
         metric = str(self.final_config_dict["valid_metric"]).split("@")[0].lower()
-        if "_" in metric and metric.split("_", 1)[0] in ("interest", "category"):
+        if "_" in metric:  # a task metric of the multi-task models, e.g. interest_auc or rating_rmse
             self.final_config_dict["valid_metric_bigger"] = not metric.endswith(_SMALLER_SUFFIXES)
 
     def _check_dataset(self, data_root: Optional[str]) -> None:

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from recbole_mtl import distributed
 from recbole_mtl.balancing import GradNorm, PCGrad
 from recbole_mtl.compat import _checkpoint_state, atomic_torch_save, load_checkpoint, restore_model, unpack_other
+from recbole_mtl.data.windows import WindowDataLoader
 from recbole_mtl.errors import ConfigError, NonFiniteLossError
 
 
@@ -61,7 +62,7 @@ class MultiTaskTrainer(Trainer):
             os.makedirs(config["checkpoint_dir"], exist_ok=True)  # RecBole's check-then-create races across ranks
         super().__init__(config, model)
         self._valid_loader = None
-        self._interest_buffer: list = []
+        self._pointwise: dict = {}
         self.lr_scheduler = self._build_lr_scheduler()
         if self.is_distributed:
             config["single_spec"] = False
@@ -284,8 +285,22 @@ class MultiTaskTrainer(Trainer):
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self._valid_loader = valid_data
+        train_data = self.training_loader(train_data)
         return super().fit(train_data, valid_data, verbose=verbose, saved=saved,
                            show_progress=show_progress, callback_fn=callback_fn)
+
+    def training_loader(self, train_data):
+        """User windows of ``train_data``'s dataset when the model trains every position
+        (``train_positions: all``); RecBole's per-prefix loader otherwise."""
+        if getattr(self.model, "train_positions", "last") != "all" or isinstance(train_data, WindowDataLoader):
+            return train_data
+        windows = WindowDataLoader(self.config, train_data.dataset, shuffle=train_data.shuffle)
+        if not self.config["single_spec"] and hasattr(windows.sampler, "seed"):
+            windows.sampler.seed = int(self.config["seed"])
+        self.logger.info(f"training on {len(windows.windows)} windows of {windows.windows.num_targets} targets "
+                         f"(MAX_ITEM_LIST_LENGTH {windows.windows.max_len}, window_stride {windows.windows.stride}, "
+                         f"{windows.step} windows a batch)")
+        return windows
 
     # -- loss logging by task name ---------------------------------------------------------
     def _loss_names(self, n: int) -> list[str]:
@@ -310,47 +325,58 @@ class MultiTaskTrainer(Trainer):
         self.tensorboard.add_scalar(f"{tag}/total", sum(losses), epoch_idx)
 
     # -- evaluation of every task ----------------------------------------------------------
+    def _tasks_by(self, evaluation: str) -> list[str]:
+        model = self.model
+        return [t for t in getattr(model, "tasks", []) if model.task(t).evaluation == evaluation]
+
     def _full_sort_batch_eval(self, batched_data):
         interaction, history_index, positive_u, positive_i = batched_data
         outputs = self.model.predict_tasks(interaction.to(self.device))
-        self._collect_interest(interaction, outputs)
-        scores = outputs["sequence"].view(-1, self.tot_item_num)
+        self._collect_pointwise(interaction, outputs)
+        scores = outputs[self._tasks_by("ranking")[0]].view(-1, self.tot_item_num)
         scores[:, 0] = -np.inf
         if history_index is not None:
             scores[history_index] = -np.inf
         return interaction, scores, positive_u, positive_i
 
-    def _collect_interest(self, interaction, outputs) -> None:
-        if "interest" in outputs:
-            self._interest_buffer.append(
-                (outputs["interest"].detach().cpu(), interaction[self.model.interest_label_field].cpu())
-            )
+    def _collect_pointwise(self, interaction, outputs) -> None:
+        for name in self._tasks_by("pointwise"):
+            column = self.model.task(name).label_column
+            self._pointwise.setdefault(name, []).append((outputs[name].detach().cpu(), interaction[column].cpu()))
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        """Evaluate every enabled task on ``eval_data`` (validation or test) in one result dict."""
+        """Evaluate every enabled task on ``eval_data`` (validation or test) in one result dict.
+
+        Ranking tasks through RecBole's full-ranking evaluator; pointwise tasks on the same
+        interactions; item tasks on their held-out items of the phase (on validation, an item
+        task also fits its decoding, e.g. the category threshold, which the test then uses).
+        """
         if not eval_data:
             return None
-        self._interest_buffer = []
-        tasks = list(getattr(self.model, "tasks", ["sequence"]))
+        self._pointwise = {}
         if load_best_model:
             self._restore(model_file)
-        if "sequence" in tasks:
+        if self._tasks_by("ranking"):
             result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
         else:
             result = OrderedDict()
-            if "interest" in tasks:
+            if self._tasks_by("pointwise"):
                 self._evaluate_without_ranking(eval_data, show_progress)
         self.model.eval()
-        if "interest" in tasks and self._interest_buffer:
-            probs = torch.cat([p for p, _ in self._interest_buffer])
-            labels = torch.cat([y for _, y in self._interest_buffer])
-            result.update(self.model.interest_task.metrics(probs, labels))
-        if "category" in tasks:
-            phase = "valid" if eval_data is self._valid_loader else "test"
+        for name in self._tasks_by("pointwise"):
+            pairs = self._pointwise.get(name, [])
+            if pairs:
+                result.update(self.model.task(name).metrics(torch.cat([p for p, _ in pairs]),
+                                                            torch.cat([y for _, y in pairs])))
+        phase = "valid" if eval_data is self._valid_loader else "test"
+        for name in self._tasks_by("items"):
+            task = self.model.task(name)
             with torch.no_grad():
-                probs, labels = self.model.category_predict(phase)
-            result.update(self.model.category_task.metrics(probs, labels))
-        self._interest_buffer = []
+                probs, labels = self.model.item_predictions(name, phase)
+            if phase == "valid":
+                task.fit_threshold(probs, labels)
+            result.update(task.metrics(probs, labels))
+        self._pointwise = {}
         return result
 
     @torch.no_grad()
@@ -360,7 +386,7 @@ class MultiTaskTrainer(Trainer):
             if show_progress else eval_data
         for batched_data in iter_data:
             interaction = batched_data[0].to(self.device)
-            self._collect_interest(interaction, self.model.predict_tasks(interaction))
+            self._collect_pointwise(interaction, self.model.predict_tasks(interaction))
 
 
 def _grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:

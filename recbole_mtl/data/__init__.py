@@ -1,5 +1,6 @@
-"""Datasets with task labels: the interest label and the category hold-out split."""
+"""Datasets with task labels, label sources, and the training windows of the sequence transducer."""
 
-from recbole_mtl.data.dataset import INTEREST_LABEL_FIELD, MultiTaskDataset, TaskFields
+from recbole_mtl.data.dataset import MultiTaskDataset
+from recbole_mtl.data.labels import LabelSource, label_source, label_sources, register_label_source
 
-__all__ = ["INTEREST_LABEL_FIELD", "MultiTaskDataset", "TaskFields"]
+__all__ = ["LabelSource", "MultiTaskDataset", "label_source", "label_sources", "register_label_source"]

@@ -23,6 +23,7 @@ from logging import getLogger
 from pathlib import Path
 from typing import Optional
 
+from recbole_mtl.data.labels import label_sources
 from recbole_mtl.errors import ConfigError
 
 #: The field types of RecBole's atomic files.
@@ -319,7 +320,8 @@ def _plugin_tasks(config) -> list:
 
     if config["model"] not in plugin_model_names():
         return []
-    return list(config["tasks"] or [])
+    wanted = config["tasks"] or []
+    return [wanted] if isinstance(wanted, str) else list(wanted)
 
 
 def validate_dataset(config) -> list[str]:
@@ -356,12 +358,14 @@ def validate_dataset(config) -> list[str]:
         for f in threshold:
             inter_rules.required_fields[f] = f"the config key `threshold` ({threshold}) turns into labels."
             inter_rules.required_values.add(f)
-    label = config["interest_label_field"] if "interest" in tasks else None
-    if label:
+    for source in label_sources(tasks):
+        label = config[source.config_key]
+        if source.file != "inter" or not label:
+            continue
         inter_rules.required_values.add(label)
-        if _user_set(config, "interest_label_field"):
+        if _user_set(config, source.config_key):
             inter_rules.required_fields[label] = (
-                "the config key interest_label_field names as the interest label; set it to a float field "
+                f"the config key {source.config_key} names as {source.meaning}; set it to a float field "
                 "of this file (e.g. rating)."
             )
 
@@ -393,18 +397,19 @@ def validate_dataset(config) -> list[str]:
         items |= report.ids.get(iid, set())
 
     side_files = [("user", uid, users, "users"), ("item", iid, items, "items")]
-    category = config["category_field"] if "category" in tasks else None
+    item_labels = [s for s in label_sources(tasks) if s.file == "item" and config[s.config_key]]
     text_fields = list(config["text_fields"] or []) if config["text_features"] else []
     for suffix, id_field, used, noun in side_files:
         path = folder / f"{name}.{suffix}"
         rules = FileRules(required_fields={id_field: f"identifies each row of the .{suffix} file."},
                           nonempty_tokens={id_field}, collect_ids={id_field}, load_col=_load_col(config, suffix))
         if suffix == "item":
-            if category and _user_set(config, "category_field"):
-                rules.required_fields[category] = (
-                    "the config key category_field names as the item categories; set it to a token or "
-                    "token_seq field of this file."
-                )
+            for source in item_labels:
+                if _user_set(config, source.config_key):
+                    rules.required_fields[config[source.config_key]] = (
+                        f"the config key {source.config_key} names as {source.meaning}; set it to a token or "
+                        "token_seq field of this file."
+                    )
             for f in text_fields:
                 rules.required_fields[f] = "the config key text_fields joins into each item's text."
         if not path.is_file():

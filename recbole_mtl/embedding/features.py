@@ -7,12 +7,6 @@ from typing import Iterable
 
 from recbole.utils import FeatureSource, FeatureType
 
-#: Feature-name suffix of item attributes looked up for the category task's item batch. Not
-#: ``@...``: TorchRec names a feature shared by several tables ``feature@table`` and its sharded
-#: pooled collections split names on ``@``.
-CATEGORY_SUFFIX = "__category"
-
-
 @dataclass(frozen=True)
 class PooledField:
     """A token / token_seq field pooled into one vector per row (its own table)."""

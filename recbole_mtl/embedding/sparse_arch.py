@@ -15,15 +15,16 @@ from torchrec.distributed.types import LazyAwaitable
 from torchrec.modules.embedding_configs import PoolingType
 
 from recbole_mtl.embedding import plain
-from recbole_mtl.embedding.features import CATEGORY_SUFFIX, FeatureSpec
+from recbole_mtl.embedding.features import FeatureSpec
 from recbole_mtl.errors import ConfigError
 from recbole_mtl.embedding.fused import fused_embedding_bag_collection, fused_embedding_collection, sparse_optimizer
 
 if TYPE_CHECKING:
     from recbole_mtl.embedding.sharding import ShardingOptions
 
-#: Features looked up through the item-id table (it is shared by inputs and output scores).
-ITEM_FEATURES = ["item_id_list", "target_item", "candidate_item", "category_item"]
+#: The feature looked up through the item-id table: the distinct items of a step (inputs, targets,
+#: candidates), in one bag, so each row is looked up once and serves inputs and output scores alike.
+ITEM_FEATURES = ["item"]
 
 
 class SparseArch(nn.Module):
@@ -121,9 +122,8 @@ def build_sparse_arch(spec: FeatureSpec, dim: int, optimizer: str, learning_rate
                                  feature_names=list(ITEM_FEATURES))
     tables = []
     for f in spec.user_fields + spec.item_fields:
-        features = [f.field] + ([f.field + CATEGORY_SUFFIX] if f.side == "item" else [])
         tables.append(EmbeddingBagConfig(name=f.field, embedding_dim=dim, num_embeddings=f.num_embeddings,
-                                         feature_names=features, pooling=PoolingType.SUM))  # mean: mean_pool
+                                         feature_names=[f.field], pooling=PoolingType.SUM))  # mean: mean_pool
     if backend == "nn":
         return SparseArch(*plain.plain_collections([item_table], tables, optimizer,
                                                    {"lr": learning_rate, "eps": 1e-8}, device))

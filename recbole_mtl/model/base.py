@@ -1,20 +1,26 @@
-"""``MultiTaskRecommender``: sparse arch -> sequence encoder -> mixture -> task heads.
+"""``MultiTaskRecommender``: a sequence transducer with one head per task.
 
-Shapes: B = batch, L = ``MAX_ITEM_LIST_LENGTH``, D = ``embedding_size``, C = categories.
+Shapes: B = batch, L = ``MAX_ITEM_LIST_LENGTH``, D = ``embedding_size``, N = counted positions,
+U = distinct items of a step.
 
-Data flow of one training step::
+One training step (``train_positions: all``, batches of user windows, :mod:`recbole_mtl.data.windows`)::
 
-    Interaction --build_kjt--> item KJT (sequence, target, candidates, category items)
-                               feature KJT (user fields, target-item attributes, category-item attributes)
-      --SparseArch (fused TorchRec/FBGEMM tables)--> item-id embeddings, pooled feature embeddings
-      sequence [B, L, D] --encoder--> state [B, D]
-      [state, user features] --mixture--> {sequence: [B, D], interest: [B, D]}
-      [item id, item attributes] --item tower--> item representation [B, D] / [C_items, D]
-      heads -> per-task losses, each times its task weight (RecBole logs each)
-      balancer (``loss_balance``, applied by the trainer) -> total loss
+    window batch --distinct items--> item KJT (one bag) + feature KJT (user fields, item attributes)
+      --SparseArch (TorchRec tables on FBGEMM kernels)--> item-id embeddings [U, D], pooled features
+      inputs [B, L, D] --causal encoder--> a state at every position [B, L, D]
+      states at the N counted positions + user features --mixture--> {user task: [N, D]}
+      [item-id embedding (+ text), item attributes] --item tower--> item representations
+      for each task of the registry: head -> loss (the mean over its positions) x task weight
+      balancer (``loss_balance``, applied by the trainer) -> total loss -> one backward
 
-The mixture hands each user-side task its own representation (the same tensor for every task in
-the shared bottom, a gated mix of experts in MMoE and PLE); the category task reads the item tower.
+Every position predicts the interaction after it: the next item (sequence), whether the user
+likes it (interest, target-aware: the head also reads that item's representation) and the
+categories of the item at the position (category, training items only). With
+``train_positions: last`` the batches are RecBole's per-prefix rows and only the last position of
+each counts (the category task then draws ``category_batch_size`` training items per step).
+Evaluation reads the state at the last position of each RecBole validation/test history, so
+every figure is comparable with RecBole's baselines.
+
 Subclasses choose the mixture (:meth:`build_mixture`); everything else is shared.
 """
 
@@ -29,20 +35,58 @@ from recbole.utils import InputType, ModelType
 from torch import nn
 
 from recbole_mtl.balancing import build_balancer
-from recbole_mtl.data.dataset import INTEREST_LABEL_FIELD, TASK_NAMES, MultiTaskDataset
+from recbole_mtl.data.dataset import MultiTaskDataset
+from recbole_mtl.data.labels import label_sources
+from recbole_mtl.data.windows import NEXT_PREFIX, POSITION_MASK
 from recbole_mtl.embedding import FeatureSpec, build_kjt, build_sparse_arch, sharding_options
-from recbole_mtl.embedding.features import CATEGORY_SUFFIX
 from recbole_mtl.embedding.fused import embedding_optimizer_name
 from recbole_mtl.errors import ConfigError
 from recbole_mtl.model.encoders import build_encoder
 from recbole_mtl.model.mixtures import SharedBottom
-from recbole_mtl.tasks import CategoryHead, CategoryTask, InterestHead, InterestTask, SequenceHead, SequenceTask
+from recbole_mtl.tasks import REGISTRY, TASK_NAMES, resolve_tasks
 from recbole_mtl.tasks.common import MLP
 from recbole_mtl.text.embed import feature_folder
 from recbole_mtl.text.features import load_item_vectors
 from recbole_mtl.text.fusion import TextFusion
 
-USER_TASKS = ("sequence", "interest")
+TRAIN_POSITIONS = ("all", "last")
+
+
+class _Batch:
+    """What the tasks read of one step (:class:`recbole_mtl.tasks.TaskBatch`), built by the model."""
+
+    def __init__(self, model: "MultiTaskRecommender", interaction, training: bool, all_positions: bool):
+        self.model, self.interaction = model, interaction
+        self.training, self.all_positions = training, all_positions
+        seq = interaction[model.ITEM_SEQ]
+        if all_positions:
+            self.rows, self.cols = interaction[POSITION_MASK].nonzero(as_tuple=True)
+            self.next_item = interaction[NEXT_PREFIX + model.ITEM_ID][self.rows, self.cols]
+        else:
+            self.rows = torch.arange(seq.shape[0], device=seq.device)
+            self.cols = (interaction[model.ITEM_SEQ_LEN] - 1).clamp(min=0)
+            self.next_item = interaction[model.POS_ITEM_ID]
+        self.item = seq[self.rows, self.cols]
+        self.reps: dict[str, torch.Tensor] = {}
+        self._ids = self._emb = self._rep_ids = self._rep = None
+
+    def label(self, column: str) -> torch.Tensor:
+        if self.all_positions:
+            return self.interaction[NEXT_PREFIX + column][self.rows, self.cols]
+        return self.interaction[column]
+
+    def user(self, task: str) -> torch.Tensor:
+        return self.reps[task]
+
+    @staticmethod
+    def _index(sorted_ids: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return torch.searchsorted(sorted_ids, ids)
+
+    def item_embedding(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._emb[self._index(self._ids, ids)]
+
+    def item_representation(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._rep[self._index(self._rep_ids, ids)]
 
 
 class MultiTaskRecommender(SequentialRecommender):
@@ -58,16 +102,19 @@ class MultiTaskRecommender(SequentialRecommender):
         super().__init__(config, dataset)
         self.logger = getLogger()
         self.dim = int(config["embedding_size"])
-        self.tasks = self._resolve_tasks(config, dataset)
+        dropout = float(config["dropout"] or 0.0)
+        self.train_positions = str(config["train_positions"] or "all").lower()
+        if self.train_positions not in TRAIN_POSITIONS:
+            raise ConfigError(f"train_positions must be one of {list(TRAIN_POSITIONS)}; got '{self.train_positions}'.")
+        self.tasks = resolve_tasks(config, dataset)
         self.task_weights = self._resolve_weights(config)
+        self.heads = nn.ModuleDict({name: REGISTRY[name](config, dataset, self.dim, dropout) for name in self.tasks})
         # learned balancing state (log-variances, GradNorm/DWA weights) lives here to travel in checkpoints
         self.balancer = build_balancer(config, self.tasks, [self.task_weights[t] for t in self.tasks])
-        self.interest_label_field = INTEREST_LABEL_FIELD
-        dropout = float(config["dropout"] or 0.0)
-        category_field = dataset.task_fields.category_field
 
-        # Sparse arch: tables from the dataset's fields; the category labels are never an input.
-        self.spec = FeatureSpec.from_dataset(dataset, exclude=[category_field] if category_field else [])
+        # Sparse arch: tables from the dataset's fields; item label fields are never an input.
+        label_fields = [config[s.config_key] for s in label_sources() if s.file == "item" and config[s.config_key]]
+        self.spec = FeatureSpec.from_dataset(dataset, exclude=label_fields)
         self.sparse = build_sparse_arch(
             self.spec, self.dim, embedding_optimizer_name(config, config["device"]),
             float(config["embedding_learning_rate"] or config["learning_rate"]), config["device"],
@@ -75,20 +122,12 @@ class MultiTaskRecommender(SequentialRecommender):
         )
         self.text = self._build_text_fusion(config, dataset)
         self.encoder = build_encoder(config, self.dim, self.max_seq_length)
+        self.time_field = self._time_field(config, dataset)
         n_user_in = self.dim * (1 + len(self.spec.user_fields)) + len(self.spec.user_floats)
         n_item_in = self.dim * (1 + len(self.spec.item_fields)) + len(self.spec.item_floats)
-        user_tasks = [t for t in USER_TASKS if t in self.tasks]
-        self.mixture = self.build_mixture(config, n_user_in, user_tasks, dropout)
+        self.user_tasks = [t for t in self.tasks if REGISTRY[t].side == "user"]
+        self.mixture = self.build_mixture(config, n_user_in, self.user_tasks, dropout)
         self.item_tower = MLP(n_item_in, list(config["tower_hidden"] or []), self.dim, dropout)
-
-        self.sequence_task = SequenceTask(config, self.n_items) if "sequence" in self.tasks else None
-        self.sequence_head = SequenceHead(self.dim) if "sequence" in self.tasks else None
-        self.interest_task = InterestTask(config) if "interest" in self.tasks else None
-        self.interest_head = (InterestHead(self.dim, list(config["tower_hidden"] or []), dropout)
-                              if "interest" in self.tasks else None)
-        self.category_task = self.category_head = None
-        if "category" in self.tasks:
-            self._init_category(config, dataset, dropout)
         self._item_columns = self._item_attribute_columns(dataset)
         self.apply(self._init_dense)
 
@@ -101,29 +140,24 @@ class MultiTaskRecommender(SequentialRecommender):
         """PLM item vectors fused with the item-id embedding, when ``text_features`` is on."""
         if not config["text_features"]:
             return None
-        category_field = dataset.task_fields.category_field
+        forbidden = [config[s.config_key] for s in label_sources(self.tasks)
+                     if s.file == "item" and config[s.config_key]]
         vectors = load_item_vectors(
             dataset, feature_folder(config), config["dataset"], plm=config["plm"], text_fields=config["text_fields"],
-            forbidden_fields=[category_field] if "category" in self.tasks and category_field else [],
+            forbidden_fields=forbidden,
             fix_args=[f"--{key}={config.external_config_dict[key]}" for key in ("data_path", "text_feature_dir")
                       if getattr(config, "external_config_dict", {}).get(key)],
         )
         return TextFusion(vectors.to(self.device), self.dim, str(config["text_adapter"] or "linear"),
                           str(config["text_fusion"] or "add"))
 
-    def _item_emb(self, ids: torch.Tensor, id_emb: torch.Tensor) -> torch.Tensor:
-        """The item representation on both sides of the model: id embedding (+ fused text)."""
-        return id_emb if self.text is None else self.text(ids, id_emb)
-
-    @staticmethod
-    def _resolve_tasks(config, dataset) -> list[str]:
-        wanted = config["tasks"] or list(TASK_NAMES)
-        if isinstance(wanted, str):
-            wanted = [wanted]
-        tasks = dataset.available_tasks(wanted)
-        if not tasks:
-            raise ConfigError(f"no task left to train: `tasks` is {wanted} and none can run on this dataset.")
-        return [t for t in TASK_NAMES if t in tasks]
+    def _time_field(self, config, dataset) -> Optional[str]:
+        """The time field the encoder reads (HSTU's time bias), when the dataset has one."""
+        field = dataset.time_field
+        if str(config["encoder"] or "").lower() != "hstu" or not field or field not in dataset.inter_feat:
+            return None
+        self.time_scale = float(getattr(dataset, "time_scale", 1.0))
+        return field
 
     def _resolve_weights(self, config) -> dict[str, float]:
         weights = dict(config["task_weights"] or {})
@@ -132,18 +166,8 @@ class MultiTaskRecommender(SequentialRecommender):
             raise ConfigError(f"task_weights names unknown tasks {sorted(unknown)}; tasks are {list(TASK_NAMES)}.")
         return {t: float(weights.get(t, 1.0)) for t in self.tasks}
 
-    def _init_category(self, config, dataset: MultiTaskDataset, dropout: float) -> None:
-        labels = dataset.category_labels()
-        self.category_task = CategoryTask(config)
-        self.category_head = CategoryHead(self.dim, labels.shape[1], list(config["tower_hidden"] or []), dropout)
-        self.category_batch_size = int(config["category_batch_size"] or 256)
-        self.register_buffer("category_labels", labels, persistent=False)
-        for phase, ids in dataset.category_split().items():
-            self.register_buffer(f"category_{phase}_items", ids, persistent=False)
-        self.category_names = dataset.category_names()
-
     def _item_attribute_columns(self, dataset) -> dict[str, torch.Tensor]:
-        """Every item's attribute ids/floats, to describe items that are not in the batch."""
+        """Every item's attribute ids/floats, to describe any item by its id."""
         if dataset.item_feat is None:
             return {}
         names = [f.field for f in self.spec.item_fields] + self.spec.item_floats
@@ -159,6 +183,10 @@ class MultiTaskRecommender(SequentialRecommender):
             module.bias.data.zero_()
             module.weight.data.fill_(1.0)
 
+    def task(self, name: str):
+        """The task module (head, loss, metrics) of ``name``."""
+        return self.heads[name]
+
     def dense_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters for the dense optimizer; embedding tables update inside ``backward``."""
         return (p for n, p in self.named_parameters() if not n.startswith(("sparse.", "balancer.")))
@@ -166,9 +194,9 @@ class MultiTaskRecommender(SequentialRecommender):
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """The last dense layers more than one task reads (GradNorm's ``W``).
 
-        The mixture's last shared layer (sequence and interest) and the item tower's output layer
-        (interest and category); the embedding tables are shared too but update inside the fused
-        backward, which never exposes their gradients.
+        The mixture's last shared layer (user-side tasks) and the item tower's output layer (read
+        by every task that reads item representations); the embedding tables are shared too but
+        update inside the fused backward, which never exposes their gradients.
         """
         return list(self.mixture.last_shared_parameters()) + [self.item_tower[-1].weight]
 
@@ -192,127 +220,104 @@ class MultiTaskRecommender(SequentialRecommender):
             self.sparse.load_sparse_optimizer_state(para.get("sparse_optimizer"))
 
     # -- lookups -----------------------------------------------------------------------------
-    def _lookup(self, interaction, candidates: Optional[torch.Tensor], category_items: Optional[torch.Tensor]):
-        B = len(interaction)
-        C = 0 if category_items is None else category_items.numel()
-        stride = max(B, C, 1)
-        none = interaction[self.POS_ITEM_ID].new_zeros(0)
+    def _lookup(self, user_rows, item_ids: torch.Tensor, rep_ids: Optional[torch.Tensor]):
+        """Embeddings of ``item_ids`` ``[U]`` and pooled features of the users and of ``rep_ids``.
+
+        One call per collection (sharded collections need every rank to make the same calls).
+
+        Returns:
+            item-id embeddings ``[U, D]`` (with text), pooled features (``KeyedTensor`` or None).
+        """
+        B = 0 if user_rows is None else len(user_rows)
+        none = item_ids.new_zeros(0)
+        rep_ids = none if rep_ids is None else rep_ids
+        item_kjt = build_kjt({}, max(B, 1), {"item": item_ids})
         # fused collections expect every feature of their tables, so unused ones are empty
-        singles = {"candidate_item": none if candidates is None else candidates,
-                   "category_item": none if category_items is None else category_items}
-        item_kjt = build_kjt({"item_id_list": interaction[self.ITEM_SEQ], "target_item": interaction[self.POS_ITEM_ID]},
-                             stride, singles)
-        columns = {f.field: interaction[f.field] for f in self.spec.user_fields + self.spec.item_fields}
-        columns.update({f.field + CATEGORY_SUFFIX: self._item_columns[f.field][none if category_items is None
-                                                                             else category_items]
-                        for f in self.spec.item_fields})
-        feature_kjt = build_kjt(columns, stride) if columns else None
-        return self.sparse(item_kjt, feature_kjt), B, C
+        columns = {f.field: none if user_rows is None else user_rows[f.field] for f in self.spec.user_fields}
+        columns.update({f.field: self._item_columns[f.field][rep_ids] for f in self.spec.item_fields})
+        feature_kjt = build_kjt(columns, max(B, len(rep_ids), 1)) if columns else None
+        items, pooled = self.sparse(item_kjt, feature_kjt)
+        emb = items["item"].values()
+        return (emb if self.text is None else self.text(item_ids, emb)), pooled
 
-    def _floats(self, source, names: list[str]) -> list[torch.Tensor]:
-        return [source[n].float().view(-1, 1) for n in names]
+    def _step(self, interaction, training: bool) -> _Batch:
+        """Encode ``interaction`` and prepare what every task reads (see :class:`_Batch`)."""
+        all_positions = training and self.train_positions == "all" and POSITION_MASK in interaction
+        batch = _Batch(self, interaction, training, all_positions)
+        seq = interaction[self.ITEM_SEQ]
+        wanted = {name: self.heads[name].items(batch) for name in self.tasks}
+        needs_rep = [ids for name, ids in wanted.items() if ids is not None and name != "sequence"]
+        rep_ids = torch.unique(torch.cat(needs_rep)) if needs_rep else None
+        item_ids = torch.unique(torch.cat([seq.flatten()] + [ids for ids in wanted.values() if ids is not None]))
+        emb, pooled = self._lookup(interaction, item_ids, rep_ids)
+        batch._ids, batch._emb = item_ids, emb
+        if rep_ids is not None:
+            batch._rep_ids = rep_ids
+            batch._rep = self._item_representation(batch.item_embedding(rep_ids), pooled, rep_ids)
+        if self.user_tasks:
+            states = self.encoder(batch.item_embedding(seq), interaction[self.ITEM_SEQ_LEN],
+                                  self._times(interaction, all_positions))
+            state = states[batch.rows, batch.cols]  # [N, D]
+            parts = [state] + [pooled[f.field][batch.rows] for f in self.spec.user_fields]
+            parts += [interaction[n].float()[batch.rows].view(-1, 1) for n in self.spec.user_floats]
+            batch.reps = self.mixture(torch.cat(parts, dim=-1), state)
+        return batch
 
-    def _item_representation(self, id_emb: torch.Tensor, pooled, n: int, suffix: str,
-                             float_source) -> torch.Tensor:
-        parts = [id_emb] + [pooled[f.field + suffix][:n] for f in self.spec.item_fields]
-        parts += self._floats(float_source, self.spec.item_floats)
+    def _times(self, interaction, all_positions: bool) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """``(query_times, key_times)`` ``[B, L]`` in seconds: when each position's next interaction
+        happens, and when each input happened (HSTU's time bias)."""
+        if self.time_field is None:
+            return None
+        keys = interaction[self.time_field + "_list"].double() * self.time_scale
+        if all_positions:
+            queries = interaction[NEXT_PREFIX + self.time_field].double() * self.time_scale
+        else:
+            queries = torch.cat([keys[:, 1:], keys[:, -1:]], dim=1)
+            last = (interaction[self.ITEM_SEQ_LEN] - 1).clamp(min=0)
+            queries[torch.arange(len(last), device=last.device), last] = \
+                interaction[self.time_field].double() * self.time_scale
+        return queries, keys
+
+    def _item_representation(self, emb: torch.Tensor, pooled, ids: torch.Tensor) -> torch.Tensor:
+        """Item tower over ``[id embedding, pooled attributes, float attributes]`` of ``ids`` ``[R]``."""
+        R = len(ids)
+        parts = [emb] + [pooled[f.field][:R] for f in self.spec.item_fields]
+        parts += [self._item_columns[n][ids].float().view(-1, 1) for n in self.spec.item_floats]
         return self.item_tower(torch.cat(parts, dim=-1))
-
-    def _user_representations(self, interaction, items, pooled, B: int) -> dict[str, torch.Tensor]:
-        ids = interaction[self.ITEM_SEQ]
-        # the KJT's stride may exceed B (more category items than users): keep the B user rows
-        seq = items["item_id_list"].to_padded_dense(desired_length=ids.shape[1])[:B]  # [B, L, D]
-        seq = self._item_emb(ids, seq)
-        state = self.encoder(seq, interaction[self.ITEM_SEQ_LEN])  # [B, D]
-        parts = [state] + [pooled[f.field][:B] for f in self.spec.user_fields]
-        parts += self._floats(interaction, self.spec.user_floats)
-        return self.mixture(torch.cat(parts, dim=-1), state)
-
-    def _sample_category_items(self) -> torch.Tensor:
-        train = self.category_train_items
-        return train[torch.randint(len(train), (min(self.category_batch_size, len(train)),), device=train.device)]
 
     # -- RecBole model contract --------------------------------------------------------------
     def forward(self, interaction):
         return self.predict_tasks(interaction)
 
     def calculate_loss(self, interaction) -> tuple[torch.Tensor, ...]:
-        """Per-task losses, each multiplied by its task weight, in ``self.tasks`` order."""
-        candidates = self.sequence_task.candidates(self.device) if self.sequence_task else None
-        category_items = self._sample_category_items() if self.category_task else None
-        (items, pooled), B, C = self._lookup(interaction, candidates, category_items)
-        reps = self._user_representations(interaction, items, pooled, B) if self.mixture.tasks else {}
-        targets = interaction[self.POS_ITEM_ID]
-        target_emb = self._item_emb(targets, items["target_item"].values())  # [B, D]
-        losses = []
-        for task in self.tasks:
-            if task == "sequence":
-                query = self.sequence_head(reps["sequence"])
-                candidate_emb = self._item_emb(candidates, items["candidate_item"].values())
-                loss = self.sequence_task.loss(query, target_emb, candidate_emb, targets, candidates)
-            elif task == "interest":
-                item_rep = self._item_representation(target_emb, pooled, B, "", interaction)
-                logits = self.interest_head(reps["interest"], item_rep)
-                loss = self.interest_task.loss(logits, interaction[INTEREST_LABEL_FIELD])
-            else:
-                float_source = {n: self._item_columns[n][category_items] for n in self.spec.item_floats}
-                rep = self._item_representation(self._item_emb(category_items, items["category_item"].values()),
-                                                pooled, C, CATEGORY_SUFFIX, float_source)
-                loss = self.category_task.loss(self.category_head(rep), self.category_labels[category_items])
-            losses.append(self.task_weights[task] * loss)
-        return tuple(losses)
+        """Per-task losses (each the mean over its counted positions) times their task weights,
+        in ``self.tasks`` order."""
+        batch = self._step(interaction, training=True)
+        return tuple(self.task_weights[name] * self.heads[name].loss(batch) for name in self.tasks)
 
     def predict_tasks(self, interaction) -> dict[str, torch.Tensor]:
-        """Scores of the user-side tasks for evaluation.
+        """Evaluation scores of every user-side task at the last position of each history.
 
         Returns:
-            ``sequence``: ``[B, n_items]`` scores of every item; ``interest``: ``[B]``
-            probability that the user likes ``interaction[ITEM_ID]``.
+            task name -> scores, e.g. ``sequence``: ``[B, n_items]``; ``interest``: ``[B]``.
         """
-        candidates = torch.arange(self.n_items, device=self.device) if "sequence" in self.tasks else None
-        (items, pooled), B, _ = self._lookup(interaction, candidates, None)
-        reps = self._user_representations(interaction, items, pooled, B)
-        out = {}
-        if "sequence" in self.tasks:
-            candidate_emb = self._item_emb(candidates, items["candidate_item"].values())
-            out["sequence"] = self.sequence_head(reps["sequence"]) @ candidate_emb.t()
-        if "interest" in self.tasks:
-            target_emb = self._item_emb(interaction[self.POS_ITEM_ID], items["target_item"].values())
-            item_rep = self._item_representation(target_emb, pooled, B, "", interaction)
-            out["interest"] = torch.sigmoid(self.interest_head(reps["interest"], item_rep))
-        return out
+        batch = self._step(interaction, training=False)
+        return {name: self.heads[name].predict(batch) for name in self.user_tasks}
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
         return self.predict_tasks(interaction)["sequence"]
 
     def predict(self, interaction) -> torch.Tensor:
         """Score of ``interaction[ITEM_ID]`` as the next item (RecBole's sampled evaluation)."""
-        (items, pooled), B, _ = self._lookup(interaction, None, None)
-        reps = self._user_representations(interaction, items, pooled, B)
-        query = self.sequence_head(reps["sequence"]) if self.sequence_head is not None else reps["interest"]
-        return (query * self._item_emb(interaction[self.POS_ITEM_ID], items["target_item"].values())).sum(-1)
+        batch = self._step(interaction, training=False)
+        return self.heads["sequence"].score(batch)
 
-    def category_predict(self, phase: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Category probabilities ``[N, C]`` and labels of the held-out items of ``phase``."""
-        item_ids = getattr(self, f"category_{phase}_items")
+    def item_predictions(self, task: str, phase: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """An item-side task's probabilities ``[N, C]`` and labels of its held-out items of ``phase``."""
+        head = self.heads[task]
+        item_ids = head.held_out(phase)
         probs = []
         for chunk in item_ids.split(4096):
-            empty = {self.ITEM_SEQ: chunk.new_zeros(1, 1), self.POS_ITEM_ID: chunk.new_zeros(1)}
-            (items, pooled), _, C = self._lookup(_Columns(empty), None, chunk)
-            float_source = {n: self._item_columns[n][chunk] for n in self.spec.item_floats}
-            rep = self._item_representation(self._item_emb(chunk, items["category_item"].values()), pooled, C,
-                                            CATEGORY_SUFFIX, float_source)
-            probs.append(torch.sigmoid(self.category_head(rep)))
-        return torch.cat(probs), self.category_labels[item_ids]
-
-
-class _Columns(dict):
-    """A dict that behaves like a RecBole Interaction of one empty row (for item-only lookups)."""
-
-    def __len__(self) -> int:
-        return 1
-
-    def __getitem__(self, key):
-        if key in self.keys():
-            return dict.__getitem__(self, key)
-        return torch.zeros(1, dtype=torch.long, device=next(iter(self.values())).device)
+            emb, pooled = self._lookup(None, chunk, chunk)
+            probs.append(torch.sigmoid(head.head(self._item_representation(emb, pooled, chunk))))
+        return torch.cat(probs) if probs else item_ids.new_zeros(0, head.labels.shape[1]).float(), head.labels[item_ids]

@@ -1,64 +1,76 @@
-"""Interest task: will the user like the target item (e.g. rating >= 4)?
+"""Interest task: will the user like the next item (e.g. rating >= 4)?
 
-Head input: the shared user representation ``u`` [B, D] and the item representation ``v`` [B, D];
-the head sees ``[u, v, u * v]``. Loss: binary cross-entropy. Metrics: AUC and LogLoss computed
-by RecBole's own metric classes (the numbers DeepFM reports), accuracy, precision, recall and F1
-at probability 0.5.
+At each counted position the head sees the user representation ``u`` [N, D] and the item tower's
+representation ``v`` [N, D] of the item the next interaction is with (target-aware), as
+``[u, v, u * v]``. Loss: binary cross-entropy. Metrics: AUC and LogLoss computed by RecBole's own
+metric classes (the numbers DeepFM reports), accuracy, precision, recall and F1 at probability 0.5.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import torch
 from recbole.evaluator.metrics import AUC, LogLoss
-from torch import nn
 from torch.nn import functional as F
 
+from recbole_mtl.data.labels import LabelSource, register_label_source
+from recbole_mtl.tasks.base import Task, TaskBatch
 from recbole_mtl.tasks.common import MLP, binary_counts, prf
 
+INTEREST_LABEL = register_label_source(LabelSource(
+    task="interest", config_key="interest_label_field", file="inter", column="interest_label",
+    derive=lambda values, config: values >= float(
+        config["interest_threshold"] if config["interest_threshold"] is not None else 4.0),
+    meaning="the interest label (a value >= interest_threshold means the user liked the item)",
+))
 
-class InterestHead(nn.Module):
-    """Scores user-item pairs: ``[B, D], [B, D] -> [B]`` logits."""
 
-    def __init__(self, dim: int, hidden: Sequence[int], dropout: float):
-        super().__init__()
-        self.mlp = MLP(3 * dim, hidden, 1, dropout)
+class PairHead(MLP):
+    """Scores user-item pairs: ``[N, D], [N, D] -> [N]`` from ``[u, v, u * v]``."""
+
+    def __init__(self, dim: int, hidden, dropout: float):
+        super().__init__(3 * dim, hidden, 1, dropout)
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        return self.mlp(torch.cat([user, item, user * item], dim=-1)).squeeze(-1)
+        return super().forward(torch.cat([user, item, user * item], dim=-1)).squeeze(-1)
 
 
-class InterestTask:
-    """Loss and metrics of the interest task."""
-
+class InterestTask(Task):
     name = "interest"
-    metric_names = ("auc", "logloss", "accuracy", "precision", "recall", "f1")
+    label_source = INTEREST_LABEL
+    valid_metric = "interest_auc"
+    metric_names = ("interest_auc", "interest_logloss", "interest_accuracy", "interest_precision",
+                    "interest_recall", "interest_f1")
+    smaller_is_better = ("interest_logloss",)
+    plotted = ("interest_auc", "interest_f1")
 
-    def __init__(self, config):
-        self._auc = AUC(config)
-        self._logloss = LogLoss(config)
-        self.decimals = int(config["metric_decimal_place"] or 4)
+    def __init__(self, config, dataset, dim: int, dropout: float):
+        super().__init__(config, dataset, dim, dropout)
+        self.head = PairHead(dim, list(config["tower_hidden"] or []), dropout)
+        self._auc, self._logloss = AUC(config), LogLoss(config)
 
-    @staticmethod
-    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits, labels.float())
+    def items(self, batch: TaskBatch) -> torch.Tensor:
+        return batch.next_item
 
-    def metrics(self, probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """``interest_*`` metrics of probabilities ``[N]`` against 0/1 labels ``[N]``."""
-        probs, labels = probs.detach().double().cpu(), labels.detach().cpu()
+    def logits(self, batch: TaskBatch) -> torch.Tensor:
+        return self.head(batch.user(self.name), batch.item_representation(batch.next_item))
+
+    def loss(self, batch: TaskBatch) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(self.logits(batch), batch.label(self.label_column).float())
+
+    def predict(self, batch: TaskBatch) -> torch.Tensor:
+        """Probability ``[B]`` that the user likes the next item."""
+        return torch.sigmoid(self.logits(batch))
+
+    def metrics(self, predictions: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        probs, labels = predictions.detach().double().cpu(), labels.detach().cpu()
         if probs.numel() == 0:
             return {}
         preds, trues = probs.numpy(), labels.numpy().astype(np.float64)
         tp, fp, fn, tn = binary_counts(probs >= 0.5, labels > 0.5)
         precision, recall, f1 = prf(tp, fp, fn)
-        values = {
+        return self._round({
             "auc": float(self._auc.metric_info(preds, trues)) if 0 < trues.sum() < len(trues) else float("nan"),
             "logloss": float(self._logloss.metric_info(preds, trues)),
-            "accuracy": (tp + tn) / len(trues),
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
-        }
-        return {f"interest_{k}": round(v, self.decimals) for k, v in values.items()}
+            "accuracy": (tp + tn) / len(trues), "precision": precision, "recall": recall, "f1": f1,
+        })
