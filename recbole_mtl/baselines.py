@@ -46,7 +46,7 @@ def train_category_mlp(dataset_name: str, config_dict: dict) -> dict:
     init_seed(config["seed"], config["reproducibility"])
     dataset = build_dataset(config, safe_create_dataset)
     dataset.build()  # RecBole's split; turns the feature tables into tensors, as for the other models
-    category_field = dataset.task_fields.category_field
+    category_field = config["category_field"]
     features = item_feature_matrix(dataset, {category_field})
     if config["text_features"]:
         from recbole_mtl.text.embed import feature_folder
@@ -54,21 +54,25 @@ def train_category_mlp(dataset_name: str, config_dict: dict) -> dict:
 
         features = torch.cat([features, load_item_vectors(dataset, feature_folder(config), dataset_name,
                                                           forbidden_fields=[category_field])], dim=1)
-    labels = dataset.category_labels()
-    split = dataset.category_split()
-    task = CategoryTask(config)
     hidden = int((config["shared_hidden"] or [128])[0])
+    # the multi-task models' category task: the same labels, item split, decoding and metrics
+    task = CategoryTask(config, dataset, hidden, float(config["dropout"] or 0.0))
+    labels = task.labels
     model = nn.Sequential(nn.Linear(features.shape[1], hidden), nn.ReLU(), nn.Dropout(float(config["dropout"] or 0.0)),
                           nn.Linear(hidden, labels.shape[1]))
     optimizer = torch.optim.Adam(model.parameters(), lr=float(config["learning_rate"]),
                                  weight_decay=float(config["weight_decay"] or 0.0))
     generator = torch.Generator().manual_seed(int(config["seed"]))
-    train_ids, batch = split["train"], int(config["category_batch_size"] or 64)
+    train_ids, batch = task.train_items, int(config["category_batch_size"] or 64)
 
-    def score(ids):
+    def score(phase):
+        ids = task.held_out(phase)
         model.eval()
         with torch.no_grad():
-            return task.metrics(torch.sigmoid(model(features[ids])), labels[ids])
+            probs = torch.sigmoid(model(features[ids]))
+        if phase == "valid":  # the decoding threshold is chosen on validation, as for the other models
+            task.fit_threshold(probs, labels[ids])
+        return task.metrics(probs, labels[ids])
 
     best, best_state, patience, epochs_run = -1.0, None, 0, 0
     start = time.perf_counter()
@@ -80,19 +84,21 @@ def train_category_mlp(dataset_name: str, config_dict: dict) -> dict:
             loss.backward()
             optimizer.step()
         epochs_run = epoch + 1
-        valid = score(split["valid"])["category_micro_f1"]
+        valid = score("valid")["category_micro_f1"]
         if valid > best:
-            best, best_state, patience = valid, {k: v.clone() for k, v in model.state_dict().items()}, 0
+            best, patience = valid, 0
+            best_state = ({k: v.clone() for k, v in model.state_dict().items()}, task.threshold.clone())
         else:
             patience += 1
             if patience > int(config["stopping_step"]):
                 break
     train_time = time.perf_counter() - start
-    model.load_state_dict(best_state)
+    model.load_state_dict(best_state[0])
+    task.threshold.copy_(best_state[1])
     from recbole_mtl.benchmark import peak_rss_mb
 
     return {
-        "test": score(split["test"]),
+        "test": score("test"),
         "valid_score": best,
         "epochs_run": epochs_run,
         "train_time_s": round(train_time, 2),

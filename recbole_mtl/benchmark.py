@@ -170,7 +170,9 @@ def _interest_metrics_of_baseline(trainer, test_data, config) -> dict:
     """Score a CTR baseline's test predictions with the multi-task models' interest metrics."""
     import torch
 
-    from recbole_mtl.tasks.interest import InterestTask
+    from recbole.evaluator.metrics import AUC, LogLoss
+
+    from recbole_mtl.tasks.interest import interest_metrics
 
     probs, labels = [], []
     trainer.model.eval()
@@ -180,7 +182,8 @@ def _interest_metrics_of_baseline(trainer, test_data, config) -> dict:
             interaction = interaction.to(config["device"])
             probs.append(trainer.model.predict(interaction).detach().cpu().float())
             labels.append(interaction[config["LABEL_FIELD"]].detach().cpu().float())
-    return InterestTask(config).metrics(torch.cat(probs), torch.cat(labels))
+    return interest_metrics(torch.cat(probs), torch.cat(labels), AUC(config), LogLoss(config),
+                            int(config["metric_decimal_place"] or 4))
 
 
 def worker(spec_text: str, dataset: str, config_dict: dict) -> dict:

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from recbole_mtl.config import Config
-from recbole_mtl.data import INTEREST_LABEL_FIELD
 from recbole_mtl.quick_start import _build, load_data_and_model, run_recbole_mtl
 from recbole_mtl.utils import get_trainer
 from tests.conftest import base_config
@@ -57,7 +56,7 @@ def test_tables_come_from_dataset_fields_and_exclude_the_category_label(built):
 @pytest.mark.parametrize("normalize_all", [False, True])
 def test_interest_label_is_raw_rating_at_least_four(normalize_all, data_root):
     _, dataset, _, _, _, _ = build(data_root, normalize_all=normalize_all)
-    labels = dataset.inter_feat[INTEREST_LABEL_FIELD]
+    labels = dataset.inter_feat["interest_label"]
     rating = dataset.inter_feat["rating"]
     if normalize_all:  # RecBole min-max normalises 1..5 to 0..1; the label still uses the raw value
         assert rating.max() == 1.0 and rating.min() == 0.0
@@ -68,8 +67,9 @@ def test_interest_label_is_raw_rating_at_least_four(normalize_all, data_root):
 
 def test_category_split_is_fixed_by_seed_and_disjoint(built, data_root):
     _, dataset, _, _, _, _ = built
-    split = dataset.category_split()
-    again = dataset.category_split()
+    labels = dataset.multi_hot("class")
+    split = dataset.item_split(labels, "class")
+    again = dataset.item_split(labels, "class")
     assert all(torch.equal(split[k], again[k]) for k in split)
     sets = [set(split[k].tolist()) for k in ("train", "valid", "test")]
     assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
@@ -102,14 +102,15 @@ def test_a_batch_smaller_than_the_category_sample_gives_the_same_user_losses(bui
     _, _, train, _, _, model = built
     model.eval()
     small = next(iter(train))[torch.arange(5)]
-    saved = model.category_batch_size
+    category = model.task("category")
+    saved = category.batch_size
     try:
-        model.category_batch_size = 64  # more category items than users: the KJT stride is 64
+        category.batch_size = 64  # more category items than users: the KJT stride is 64
         many = model.calculate_loss(small)
-        model.category_batch_size = 2  # fewer: the stride is the batch
+        category.batch_size = 2  # fewer: the stride is the batch
         few = model.calculate_loss(small)
     finally:
-        model.category_batch_size = saved
+        category.batch_size = saved
     assert model.tasks == ["sequence", "interest", "category"]
     torch.testing.assert_close(many[0], few[0])  # sequence and interest losses do not depend on the sample
     torch.testing.assert_close(many[1], few[1])
@@ -139,8 +140,8 @@ def test_missing_category_field_is_an_error_when_set_and_switches_the_task_off_o
     assert "task 'category' switched off" in caplog.text and "'genre'" in caplog.text and "category_field" in caplog.text
 
 
-@pytest.mark.parametrize("encoder", ["lstm", "gru", "transformer"])
-def test_encoders_are_causal_and_give_one_state_per_user(encoder, data_root):
+@pytest.mark.parametrize("encoder", ["lstm", "gru", "transformer", "hstu"])
+def test_encoders_are_causal_and_give_a_state_per_position(encoder, data_root):
     from recbole_mtl.model.encoders import build_encoder
 
     config = Config(model="MTLRec", dataset="ml-slice", config_dict=small_config(data_root, encoder=encoder), cmd_args=[])
@@ -148,10 +149,14 @@ def test_encoders_are_causal_and_give_one_state_per_user(encoder, data_root):
     seq = torch.randn(3, 10, 16)
     lengths = torch.tensor([4, 10, 1])
     out = enc(seq, lengths)
-    assert out.shape == (3, 16)
+    assert out.shape == (3, 10, 16)
     changed = seq.clone()
-    changed[0, 4:] = torch.randn(6, 16)  # items after the last real one must not matter
-    torch.testing.assert_close(enc(changed, lengths)[0], out[0])
+    changed[0, 4:] = torch.randn(6, 16)  # padding after the last real item must not matter
+    changed[1, 6:] = torch.randn(4, 16)  # nor later items to earlier positions
+    again = enc(changed, lengths)
+    torch.testing.assert_close(again[0, :4], out[0, :4])
+    torch.testing.assert_close(again[1, :6], out[1, :6])
+    assert not torch.allclose(again[1, 6:], out[1, 6:])
 
 
 def _check_ranges(result, tasks):
@@ -211,23 +216,36 @@ def test_recbole_resolves_mtlrec_through_its_own_zoo(data_root, workdir):
     assert "ndcg@10" in result["test_result"]
 
 
+class _Rows:
+    """The part of a batch the sequence task reads: fixed user vectors and item embeddings."""
+
+    training, all_positions, item = True, True, None
+
+    def __init__(self, user, emb, targets):
+        self._user, self._emb, self.next_item = user, emb, targets
+
+    def user(self, task):
+        return self._user
+
+    def item_embedding(self, ids):
+        return self._emb[ids]
+
+
 def test_sampled_softmax_masks_accidental_hits_and_trains(data_root):
     from recbole_mtl.tasks.sequence import SequenceTask
 
-    config = Config(model="MTLRec", dataset="ml-slice", cmd_args=[],
-                    config_dict=small_config(data_root, sequence_loss="sampled", num_negatives=50))
-    task = SequenceTask(config, n_items=100)
-    query = torch.randn(2, 4)
-    emb = torch.randn(100, 4)
-    targets = torch.tensor([5, 7])
-    cands = torch.tensor([5, 9, 11])  # 5 is the first row's target: it must not count as a negative
-    loss = task.loss(query, emb[targets], emb[cands], targets, cands)
+    config, dataset, train, _, _, model = build(data_root, sequence_loss="sampled", num_negatives=50, tasks=["sequence"])
+    task = SequenceTask(config, dataset, 4, 0.0)
+    user, emb, targets = torch.randn(2, 4), torch.randn(dataset.item_num, 4), torch.tensor([5, 7])
+    task.items(_Rows(user, emb, targets))
+    task._candidates = torch.tensor([5, 9, 11])  # 5 is the first row's target: it must not count as a negative
+    loss = task.loss(_Rows(user, emb, targets))
+    query = task.head(user)
     pos = (query * emb[targets]).sum(-1, keepdim=True)
-    logits = query @ emb[cands].t()
+    logits = query @ emb[task._candidates].t()
     logits[0, 0] = float("-inf")
     expected = torch.nn.functional.cross_entropy(torch.cat([pos, logits], 1), torch.zeros(2, dtype=torch.long))
     torch.testing.assert_close(loss, expected)
-    _, _, train, _, _, model = build(data_root, sequence_loss="sampled", num_negatives=50, tasks=["sequence"])
     losses = model.calculate_loss(next(iter(train)))
     assert torch.isfinite(losses[0]) and 0 < losses[0].item() < math.log(51) + 5
 
@@ -259,7 +277,7 @@ def test_fused_optimizer_state_travels_with_the_checkpoint(data_root):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("encoder", "cnn", "encoder must be lstm, gru or transformer"),
+    ("encoder", "cnn", "encoder must be one of lstm, gru, transformer, hstu"),
     ("tasks", ["sequence", "ranking"], "unknown task 'ranking'"),
     ("task_weights", {"sequence": 1.0, "seq": 2.0}, "task_weights names unknown tasks"),
     ("embedding_optimizer", "adam", "cannot be fused into FBGEMM's CPU kernels"),

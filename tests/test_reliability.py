@@ -101,7 +101,7 @@ def test_nan_loss_stops_naming_the_task_and_step_and_keeps_checkpoints(few_users
     table_before = trainer.model.state_dict()["sparse.item_collection.embeddings.item_id.weight"].clone()
 
     with torch.no_grad():  # the interest head blows up, as after a too-large step
-        for p in trainer.model.interest_head.parameters():
+        for p in trainer.model.task("interest").parameters():
             p.fill_(float("nan"))
     trainer.start_epoch, trainer.epochs = 1, 2  # the next epoch
     with pytest.raises(NonFiniteLossError) as info:

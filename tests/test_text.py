@@ -126,11 +126,11 @@ def test_mtlrec_uses_text_on_both_sides_and_for_categories(fusion, adapter, text
     batch = next(iter(train))[:4]
     with torch.no_grad():
         before = model.predict_tasks(batch)["sequence"][:, 5].clone()
-        cat_before = model.category_predict("test")[0].clone()
+        cat_before = model.item_predictions("category", "test")[0].clone()
         model.text.vectors[5] += 1e3  # large: the fresh layers are initialised small (std 0.02)
-        model.text.vectors[model.category_test_items[0]] += 1e3
+        model.text.vectors[model.task("category").test_items[0]] += 1e3
         after = model.predict_tasks(batch)["sequence"][:, 5]
-        cat_after = model.category_predict("test")[0]
+        cat_after = model.item_predictions("category", "test")[0]
     assert not torch.allclose(before, after)
     assert not torch.equal(cat_before[0], cat_after[0]) and torch.equal(cat_before[1:], cat_after[1:])
 

@@ -63,14 +63,21 @@ class InterestTask(Task):
         return torch.sigmoid(self.logits(batch))
 
     def metrics(self, predictions: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        probs, labels = predictions.detach().double().cpu(), labels.detach().cpu()
-        if probs.numel() == 0:
-            return {}
-        preds, trues = probs.numpy(), labels.numpy().astype(np.float64)
-        tp, fp, fn, tn = binary_counts(probs >= 0.5, labels > 0.5)
-        precision, recall, f1 = prf(tp, fp, fn)
-        return self._round({
-            "auc": float(self._auc.metric_info(preds, trues)) if 0 < trues.sum() < len(trues) else float("nan"),
-            "logloss": float(self._logloss.metric_info(preds, trues)),
-            "accuracy": (tp + tn) / len(trues), "precision": precision, "recall": recall, "f1": f1,
-        })
+        return interest_metrics(predictions, labels, self._auc, self._logloss, self.decimals)
+
+
+def interest_metrics(predictions: torch.Tensor, labels: torch.Tensor, auc: AUC, logloss: LogLoss,
+                     decimals: int = 4) -> dict[str, float]:
+    """``interest_*`` metrics of probabilities ``[N]`` against 0/1 labels ``[N]`` (also for baselines)."""
+    probs, labels = predictions.detach().double().cpu(), labels.detach().cpu()
+    if probs.numel() == 0:
+        return {}
+    preds, trues = probs.numpy(), labels.numpy().astype(np.float64)
+    tp, fp, fn, tn = binary_counts(probs >= 0.5, labels > 0.5)
+    precision, recall, f1 = prf(tp, fp, fn)
+    values = {
+        "auc": float(auc.metric_info(preds, trues)) if 0 < trues.sum() < len(trues) else float("nan"),
+        "logloss": float(logloss.metric_info(preds, trues)),
+        "accuracy": (tp + tn) / len(trues), "precision": precision, "recall": recall, "f1": f1,
+    }
+    return {f"interest_{k}": round(float(v), decimals) for k, v in values.items()}
