@@ -56,7 +56,7 @@ CATEGORY_MLP = "CategoryMLP"
 LEAVE_ONE_OUT = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user"}
 RESULT_TAG = "BENCHMARK_RESULT "
 FIELDS = ["model", "seed", "fold", "learning_rate", "tasks", "selected", "valid_metric", "valid_score",
-          "epochs_run", "time_per_epoch_s", "train_time_s", "peak_rss_mb"]
+          "epochs_run", "best_epoch", "time_per_epoch_s", "train_time_s", "peak_rss_mb", "curve"]
 
 
 @dataclass(frozen=True)
@@ -205,8 +205,13 @@ def worker(spec_text: str, dataset: str, config_dict: dict) -> dict:
     init_logger(config)
     _, train_data, valid_data, test_data, model = _build(config)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    curve: list = []  # (seconds since training started, validation score) after each evaluation
     start = time.perf_counter()
-    best_valid_score, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+
+    def record(epoch_idx, valid_score):
+        curve.append([round(time.perf_counter() - start, 2), float(valid_score)])
+
+    best_valid_score, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=record)
     train_time = time.perf_counter() - start
     epochs_run = max(1, len(trainer.train_loss_dict))
     result = dict(trainer.evaluate(test_data, load_best_model=True))
@@ -216,6 +221,9 @@ def worker(spec_text: str, dataset: str, config_dict: dict) -> dict:
         "test": {k: float(v) for k, v in result.items()},
         "valid_score": float(best_valid_score),
         "epochs_run": epochs_run,
+        "best_epoch": 1 + max(range(len(curve)), key=lambda i: curve[i][1] if trainer.valid_metric_bigger
+                              else -curve[i][1]) if curve else epochs_run,
+        "curve": json.dumps(curve),
         "train_time_s": round(train_time, 2),
         "time_per_epoch_s": round(train_time / epochs_run, 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -494,7 +502,8 @@ def main(argv: Sequence[str]) -> dict:
         result = _run_one(spec, args.dataset, config, log, args.timeout)
         row = {"model": spec.text, "seed": seed, "fold": fold, "learning_rate": lr, "tasks": "+".join(spec.tasks),
                "selected": 0, "valid_metric": config.get("valid_metric", spec.valid_metric),
-               **{k: result[k] for k in ("valid_score", "epochs_run", "time_per_epoch_s", "train_time_s", "peak_rss_mb")},
+               **{k: result.get(k, "") for k in ("valid_score", "epochs_run", "best_epoch", "time_per_epoch_s",
+                                                "train_time_s", "peak_rss_mb", "curve")},
                **result["test"]}
         rows.append(row)
         write_runs(runs_csv, select(rows))

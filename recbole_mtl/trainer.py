@@ -42,14 +42,28 @@ from recbole_mtl.errors import ConfigError, NonFiniteLossError
 
 
 class _LossForward(torch.nn.Module):
-    """``forward`` = the model's ``calculate_loss``, so that DDP sees the training step."""
+    """``forward`` = the model's ``calculate_loss``, so that DDP sees the training step.
+
+    Each task's loss is the mean over its positions of this rank's part of the batch; the ranks'
+    parts hold different numbers of positions (windows differ in length), so each loss is scaled
+    by ``this rank's count * world size / all ranks' count``: DDP's (and TorchRec's) average of the
+    ranks' gradients is then the gradient of the whole batch's mean, as in one process.
+    """
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, interaction):
-        return self.model.calculate_loss(interaction)
+        losses = self.model.calculate_loss(interaction)
+        counts = getattr(self.model, "last_counts", None)
+        if not counts or not isinstance(losses, tuple) or len(counts) != len(losses):
+            return losses
+        mine = torch.tensor(counts, dtype=torch.float64)
+        total = mine.clone()
+        torch.distributed.all_reduce(total)
+        scale = (mine * torch.distributed.get_world_size() / total.clamp(min=1)).tolist()
+        return tuple(loss * s for loss, s in zip(losses, scale))
 
 
 class MultiTaskTrainer(Trainer):

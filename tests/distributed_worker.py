@@ -70,7 +70,7 @@ def run_variant(name: str, base: dict, overrides: dict, saved_paths: dict, out: 
                     "test_result": {k: float(v) for k, v in test_result.items()}, "plan": plan, "tables": tables,
                     "initial_tables": initial_tables, "first_test_batch_scores": scores,
                     "checkpoint": trainer.saved_model_file, "world_size": distributed.world_size(),
-                    "n_train": int(len(train_data._dataset))},
+                    "n_train": len(trainer.training_loader(train_data).windows)},  # training windows
                    out / f"{name}.pth")
     distributed.barrier()
 

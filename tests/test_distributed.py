@@ -36,9 +36,9 @@ def _base(data_root: Path) -> dict:
     return {
         "dataset": "ml-dist", "data_path": str(data_root), "seed": 2020, "show_progress": False,
         "state": "WARNING", "epochs": EPOCHS, "eval_step": 0, "shuffle": False,
-        "train_batch_size": 100_000, "eval_batch_size": 4096,  # one full-batch step per epoch
+        "window_batch_size": 100_000, "eval_batch_size": 4096,  # one full-batch step per epoch
         "tasks": ["sequence", "interest"], "dropout": 0.0, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0,
-        "MAX_ITEM_LIST_LENGTH": 10, "embedding_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32,
+        "MAX_ITEM_LIST_LENGTH": 12, "embedding_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32,
         "shared_hidden": [16], "tower_hidden": [16],
         # SGD for tables and dense layers: updates linear in the gradient, so float-rounding
         # differences (dense vs fused kernels, other summation orders) stay at rounding size;

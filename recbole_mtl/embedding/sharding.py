@@ -224,6 +224,15 @@ def _full_size(value) -> List[int]:
     return list(value.size())
 
 
+def _pad_stride(kjt: KeyedJaggedTensor, stride: int) -> KeyedJaggedTensor:
+    """``kjt`` with empty rows appended up to batch size ``stride`` (same values)."""
+    if kjt.stride() >= stride:
+        return kjt
+    lengths = kjt.lengths().view(len(kjt.keys()), -1)
+    lengths = torch.cat([lengths, lengths.new_zeros(len(kjt.keys()), stride - lengths.shape[1])], dim=1)
+    return KeyedJaggedTensor.from_lengths_sync(keys=kjt.keys(), values=kjt.values(), lengths=lengths.flatten())
+
+
 class ShardedSparseArch(nn.Module):
     """A :class:`~recbole_mtl.embedding.sparse_arch.SparseArch` sharded by ``DistributedModelParallel``.
 
@@ -245,7 +254,12 @@ class ShardedSparseArch(nn.Module):
         self.replicated = replicated
 
     def forward(self, item_kjt: KeyedJaggedTensor, feature_kjt: Optional[KeyedJaggedTensor]):
-        items, pooled = self.dmp(item_kjt, feature_kjt)
+        # sharded lookups exchange per-row results: every rank must bring the same batch size
+        # (a step's number of distinct items differs between ranks), so pad with empty rows
+        strides = torch.tensor([item_kjt.stride(), feature_kjt.stride() if feature_kjt is not None else 0])
+        dist.all_reduce(strides, op=dist.ReduceOp.MAX)
+        items, pooled = self.dmp(_pad_stride(item_kjt, int(strides[0])),
+                                 None if feature_kjt is None else _pad_stride(feature_kjt, int(strides[1])))
         return _wait(items), _wait(pooled)
 
     def train(self, mode: bool = True):

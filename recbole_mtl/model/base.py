@@ -68,7 +68,7 @@ class _Batch:
             self.next_item = interaction[model.POS_ITEM_ID]
         self.item = seq[self.rows, self.cols]
         self.reps: dict[str, torch.Tensor] = {}
-        self._ids = self._emb = self._rep_ids = self._rep = None
+        self._ids = self._emb = self._rep_ids = self._rep = self._target_rep = None
 
     def label(self, column: str) -> torch.Tensor:
         if self.all_positions:
@@ -87,6 +87,11 @@ class _Batch:
 
     def item_representation(self, ids: torch.Tensor) -> torch.Tensor:
         return self._rep[self._index(self._rep_ids, ids)]
+
+    def target_representation(self, ids: torch.Tensor) -> torch.Tensor:
+        if self._target_rep is None:
+            self._target_rep = self.model._with_item_labels(self._rep_ids, self._rep)
+        return self._target_rep[self._index(self._rep_ids, ids)]
 
 
 class MultiTaskRecommender(SequentialRecommender):
@@ -128,6 +133,11 @@ class MultiTaskRecommender(SequentialRecommender):
         self.user_tasks = [t for t in self.tasks if REGISTRY[t].side == "user"]
         self.mixture = self.build_mixture(config, n_user_in, self.user_tasks, dropout)
         self.item_tower = MLP(n_item_in, list(config["tower_hidden"] or []), self.dim, dropout)
+        # what item-side tasks know of an item's labels, as an input of the user-side tasks' item side
+        self.item_label_projections = nn.ModuleDict({
+            name: nn.Linear(self.heads[name].label_width, self.dim, bias=False)
+            for name in self.tasks if config["item_label_features"] and self.heads[name].label_width
+        })
         self._item_columns = self._item_attribute_columns(dataset)
         self.apply(self._init_dense)
 
@@ -285,6 +295,12 @@ class MultiTaskRecommender(SequentialRecommender):
         parts += [self._item_columns[n][ids].float().view(-1, 1) for n in self.spec.item_floats]
         return self.item_tower(torch.cat(parts, dim=-1))
 
+    def _with_item_labels(self, ids: torch.Tensor, representation: torch.Tensor) -> torch.Tensor:
+        """``representation`` plus the projection of every item-side task's :meth:`known_labels`."""
+        for name, projection in self.item_label_projections.items():
+            representation = representation + projection(self.heads[name].known_labels(ids, representation))
+        return representation
+
     # -- RecBole model contract --------------------------------------------------------------
     def forward(self, interaction):
         return self.predict_tasks(interaction)
@@ -293,7 +309,10 @@ class MultiTaskRecommender(SequentialRecommender):
         """Per-task losses (each the mean over its counted positions) times their task weights,
         in ``self.tasks`` order."""
         batch = self._step(interaction, training=True)
-        return tuple(self.task_weights[name] * self.heads[name].loss(batch) for name in self.tasks)
+        losses = tuple(self.task_weights[name] * self.heads[name].loss(batch) for name in self.tasks)
+        #: how many positions (or items) each task's mean ran over, for averaging over ranks
+        self.last_counts = [self.heads[name].count(batch) for name in self.tasks]
+        return losses
 
     def predict_tasks(self, interaction) -> dict[str, torch.Tensor]:
         """Evaluation scores of every user-side task at the last position of each history.

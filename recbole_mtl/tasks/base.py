@@ -14,7 +14,9 @@ A task reads the batch through a :class:`TaskBatch` the model builds once per st
   ``batch.label(column)`` ``[N]``: a field of that interaction (e.g. ``interest_label``);
 * ``batch.item`` ``[N]``: the item at each position (training windows only);
 * ``batch.item_embedding(ids)`` / ``batch.item_representation(ids)``: ``[*, D]`` item-id embedding
-  (with text) / item tower output (id, attributes), for ids the task asked for in :meth:`Task.items`.
+  (with text) / item tower output (id, attributes), for ids the task asked for in :meth:`Task.items`;
+  ``batch.target_representation(ids)``: the item representation user-side tasks read for the item
+  an interaction is with (with ``item_label_features``, plus what item-side tasks know of its labels).
 
 ``evaluation`` says how the trainer scores it: ``ranking`` (RecBole's full-ranking evaluator),
 ``pointwise`` (a prediction per validation/test interaction against ``label_column``) or ``items``
@@ -46,6 +48,8 @@ class TaskBatch(Protocol):
     def item_embedding(self, ids: torch.Tensor) -> torch.Tensor: ...
 
     def item_representation(self, ids: torch.Tensor) -> torch.Tensor: ...
+
+    def target_representation(self, ids: torch.Tensor) -> torch.Tensor: ...
 
 
 class Task(nn.Module):
@@ -87,6 +91,10 @@ class Task(nn.Module):
         """The mean loss over the batch's counted positions (a scalar)."""
         raise NotImplementedError
 
+    def count(self, batch: TaskBatch) -> int:
+        """How many terms :meth:`loss` averaged (the counted positions, unless the task says otherwise)."""
+        return int(batch.next_item.numel())
+
     def predict(self, batch: TaskBatch) -> torch.Tensor:
         """Evaluation scores at the last position of each history (user-side tasks)."""
         raise NotImplementedError
@@ -94,6 +102,14 @@ class Task(nn.Module):
     def metrics(self, predictions: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         """Metrics of ``predictions`` against ``labels``, named as in the result dict."""
         return {}
+
+    #: Width of :meth:`known_labels` (item-side tasks whose labels can describe an item), else 0.
+    label_width: int = 0
+
+    def known_labels(self, ids: torch.Tensor, representation: torch.Tensor) -> torch.Tensor:
+        """``[R, label_width]``: what is known of the labels of items ``ids`` without reading a held-out
+        label (e.g. true labels of training items, the head's predictions, detached, for the others)."""
+        raise NotImplementedError
 
     def _round(self, values: dict[str, float]) -> dict[str, float]:
         return {f"{self.name}_{k}": round(float(v), self.decimals) for k, v in values.items()}

@@ -78,6 +78,18 @@ class CategoryTask(Task):
         per_item = F.binary_cross_entropy_with_logits(self.logits(batch, ids), self.labels[ids], reduction="none")
         return masked_mean(per_item.mean(-1), per_item)
 
+    @property
+    def label_width(self) -> int:
+        return self.labels.shape[1]
+
+    def known_labels(self, ids: torch.Tensor, representation: torch.Tensor) -> torch.Tensor:
+        """True categories of training items; the head's probabilities (detached) for every other item."""
+        predicted = torch.sigmoid(self.head(representation)).detach()
+        return torch.where(self.is_train_item[ids].unsqueeze(1), self.labels[ids], predicted)
+
+    def count(self, batch: TaskBatch) -> int:
+        return int(len(self._items))
+
     def held_out(self, phase: str) -> torch.Tensor:
         """Item ids of ``phase`` (``valid`` or ``test``)."""
         return getattr(self, f"{phase}_items")

@@ -53,7 +53,7 @@ class InterestTask(Task):
         return batch.next_item
 
     def logits(self, batch: TaskBatch) -> torch.Tensor:
-        return self.head(batch.user(self.name), batch.item_representation(batch.next_item))
+        return self.head(batch.user(self.name), batch.target_representation(batch.next_item))
 
     def loss(self, batch: TaskBatch) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(self.logits(batch), batch.label(self.label_column).float())

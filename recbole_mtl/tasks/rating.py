@@ -41,7 +41,7 @@ class RatingTask(Task):
 
     def predict(self, batch: TaskBatch) -> torch.Tensor:
         """Predicted rating ``[B]`` of the next interaction."""
-        return self.head(batch.user(self.name), batch.item_representation(batch.next_item))
+        return self.head(batch.user(self.name), batch.target_representation(batch.next_item))
 
     def loss(self, batch: TaskBatch) -> torch.Tensor:
         return F.mse_loss(self.predict(batch), batch.label(self.label_column).float())
