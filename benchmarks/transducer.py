@@ -11,7 +11,8 @@ On ml-100k, leave-one-out by time, full ranking, one split for every model, thro
   ``--baseline_seeds`` (one SASRec run at ``MAX_ITEM_LIST_LENGTH`` 50 takes hours on 2 CPU cores);
   every run to early stopping (``--stopping_step`` evaluations without improvement, at most
   ``--epochs``), with its validation curve (seconds since training started, validation score);
-* ``results/transducer/hstu/runs.csv``: MTLRec with ``encoder: hstu``, the same seeds.
+* ``results/transducer/<variant>/runs.csv``: MTLRec with one change (``hstu``: ``encoder: hstu``;
+  ``item_labels``: ``item_label_features: True``), the same seeds.
 
 Then writes ``results/transducer/report.md`` (targets, quality, "does multi-task pay", HSTU against
 the Transformer, time to SASRec's best validation NDCG@10) and ``results/transducer/curves.png``
@@ -43,15 +44,20 @@ SHOWN = {"sequence": ["ndcg@10", "hit@10", "mrr@10"], "interest": ["interest_auc
 ABLATION = {"sequence": "MTLRec@sequence", "interest": "MTLRec@interest", "category": "MTLRec@category"}
 
 
-def run_benchmarks(args) -> tuple[Path, Path]:
-    out, hstu_out = Path(args.out), Path(args.out) / "hstu"
+#: MTLRec variants run apart (their own runs.csv under results/transducer/<name>/): name -> override.
+VARIANTS = {"hstu": "--encoder=hstu", "item_labels": "--item_label_features=True"}
+
+
+def run_benchmarks(args) -> Path:
+    out = Path(args.out)
     common = ["--dataset", "ml-100k", "--max_len", str(args.max_len), "--epochs", str(args.epochs),
               "--stopping_step", str(args.stopping_step)]
-    benchmark.main(common + ["--models", "SASRec", "--seeds", str(args.baseline_seeds), "--out", str(out)])
+    if args.baseline_seeds > 0:
+        benchmark.main(common + ["--models", "SASRec", "--seeds", str(args.baseline_seeds), "--out", str(out)])
     benchmark.main(common + ["--models", ",".join(MAIN), "--seeds", str(args.seeds), "--out", str(out)])
-    benchmark.main(common + ["--models", "MTLRec", "--seeds", str(args.seeds), "--out", str(hstu_out),
-                             "--encoder=hstu"])
-    return out / "runs.csv", hstu_out / "runs.csv"
+    for name, override in VARIANTS.items():
+        benchmark.main(common + ["--models", "MTLRec", "--seeds", str(args.seeds), "--out", str(out / name), override])
+    return out
 
 
 def _stats(values: list[float]) -> tuple[float, float, int]:
@@ -156,9 +162,13 @@ def plot(rows: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
-def report(args, runs: Path, hstu_runs: Path) -> str:
-    rows = [r for r in benchmark.read_runs(runs) if int(r["selected"]) == 1]
-    hstu = [r for r in benchmark.read_runs(hstu_runs) if int(r["selected"]) == 1]
+def _selected(path: Path) -> list[dict]:
+    return [r for r in benchmark.read_runs(path) if int(r["selected"]) == 1]
+
+
+def report(args, out: Path) -> str:
+    rows = _selected(out / "runs.csv")
+    variants = {name: _selected(out / name / "runs.csv") for name in VARIANTS}
     command = "python benchmarks/transducer.py " + " ".join(sys.argv[1:])
     lines = [
         "# The sequence transducer on ml-100k: targets, quality, multi-task ablations, HSTU",
@@ -168,7 +178,8 @@ def report(args, runs: Path, hstu_runs: Path) -> str:
         f"{torch.__version__}. Leave-one-out by time, full ranking, the same split for every model; "
         f"MAX_ITEM_LIST_LENGTH={args.max_len}; every run to early stopping (stopping_step={args.stopping_step}, "
         f"at most {args.epochs} epochs); each model's YAML defaults, learning rate 0.001. Values: mean ± std "
-        "(runs). Every run, with its validation curve: [`runs.csv`](runs.csv), [`hstu/runs.csv`](hstu/runs.csv).",
+        "(runs). Every run, with its validation curve: [`runs.csv`](runs.csv), "
+        + ", ".join(f"[`{n}/runs.csv`]({n}/runs.csv)" for n in VARIANTS) + ".",
         "",
     ]
     ndcg_m, ndcg_s = _values(rows, "MTLRec", "ndcg@10"), _values(rows, "SASRec", "ndcg@10")
@@ -223,9 +234,12 @@ def report(args, runs: Path, hstu_runs: Path) -> str:
         verdict = "not significant" if abs(mean) <= half else ("multi-task better" if mean > 0 else "single-task better")
         lines.append(f"| {task} | {metric} | {_cell([a[s] for s in seeds])} | {_cell([b[s] for s in seeds])} | "
                      f"{mean:+.4f} ± {std:.4f} | {verdict} |")
-    lines += ["", "## HSTU against the Transformer (MTLRec, same seeds)", "",
-              "| encoder | " + " | ".join(metrics) + " | s/epoch incl. validation |", "|---" * (len(metrics) + 2) + "|"]
-    for name, source in (("transformer", rows), ("hstu", hstu)):
+    lines += ["", "## MTLRec variants (same seeds and settings, one change each)", "",
+              "`hstu`: `encoder: hstu` instead of the Transformer; `item_labels`: `item_label_features: True` (the "
+              "interest head also reads the true categories of training items and the category head's predictions "
+              "for the others).", "",
+              "| variant | " + " | ".join(metrics) + " | s/epoch incl. validation |", "|---" * (len(metrics) + 2) + "|"]
+    for name, source in [("default", rows)] + list(variants.items()):
         runs_of = [r for r in source if r["model"] == "MTLRec"]
         if runs_of:
             per_epoch = _stats([float(r["time_per_epoch_s"]) for r in runs_of])[0]
@@ -242,7 +256,8 @@ def report(args, runs: Path, hstu_runs: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--baseline_seeds", type=int, default=1, help="seeds of SASRec (hours each at length 50)")
+    parser.add_argument("--baseline_seeds", type=int, default=1,
+                        help="seeds of SASRec (hours each at length 50 on 2 CPU cores; 0: none)")
     parser.add_argument("--max_len", type=int, default=50)
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--stopping_step", type=int, default=5)
@@ -250,9 +265,10 @@ def main() -> None:
     parser.add_argument("--report_only", action="store_true", help="only rewrite the report from the runs on disk")
     args = parser.parse_args()
     out = Path(args.out)
-    runs, hstu_runs = (out / "runs.csv", out / "hstu" / "runs.csv") if args.report_only else run_benchmarks(args)
-    text = report(args, runs, hstu_runs)
-    plot([r for r in benchmark.read_runs(runs) if int(r["selected"]) == 1], out / "curves.png")
+    if not args.report_only:
+        run_benchmarks(args)
+    text = report(args, out)
+    plot(_selected(out / "runs.csv"), out / "curves.png")
     atomic_write_text(out / "report.md", text)
     print(text)
 

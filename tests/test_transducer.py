@@ -119,16 +119,22 @@ def test_all_position_loss_is_the_mean_of_per_prefix_losses(encoder, data_root):
     with torch.no_grad():
         together = model.calculate_loss(batch)
         per_prefix = {t: [] for t in model.tasks}
+        weights = {t: [] for t in model.tasks}
         category = model.task("category")
         for row, col in batch[POSITION_MASK].nonzero().tolist():
             losses = dict(zip(model.tasks, model.calculate_loss(_prefix(batch, row, col))))
+            item = batch["item_id_list"][row, col]
             for task, loss in losses.items():
-                if task != "category" or category.is_train_item[batch["item_id_list"][row, col]]:
+                if task != "category" or category.is_train_item[item]:
                     per_prefix[task].append(loss)
+                    # the category task weighs an item by the inverse of its training frequency
+                    weights[task].append(category.item_weight[item] if task == "category" else torch.tensor(1.0))
     assert len(per_prefix["sequence"]) == int(batch[POSITION_MASK].sum()) > 20
     assert 0 < len(per_prefix["category"]) < len(per_prefix["sequence"])  # held-out items never count
+    assert len(set(torch.stack(weights["category"]).tolist())) > 1
     for task, loss in zip(model.tasks, together):
-        torch.testing.assert_close(loss, torch.stack(per_prefix[task]).mean(), rtol=1e-5, atol=1e-6)
+        w = torch.stack(weights[task])
+        torch.testing.assert_close(loss, (torch.stack(per_prefix[task]) * w).sum() / w.sum(), rtol=1e-5, atol=1e-6)
 
 
 def test_last_positions_give_the_per_prefix_losses_of_recbole_rows(built):

@@ -91,9 +91,10 @@ class Task(nn.Module):
         """The mean loss over the batch's counted positions (a scalar)."""
         raise NotImplementedError
 
-    def count(self, batch: TaskBatch) -> int:
-        """How many terms :meth:`loss` averaged (the counted positions, unless the task says otherwise)."""
-        return int(batch.next_item.numel())
+    def count(self, batch: TaskBatch) -> float:
+        """The total weight of the terms :meth:`loss` averaged (the number of counted positions, unless
+        the task weighs them): several processes average their losses in proportion to it."""
+        return float(batch.next_item.numel())
 
     def predict(self, batch: TaskBatch) -> torch.Tensor:
         """Evaluation scores at the last position of each history (user-side tasks)."""

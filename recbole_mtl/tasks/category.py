@@ -2,10 +2,12 @@
 
 The representation is the item tower's (item-id embedding with text, attributes), never the label
 field. The labelled items are split once (``category_holdout_ratio`` or ``category_folds``): the
-held-out items' labels are never read in training. Loss (binary cross-entropy per label, mean over
-items): in training windows, every counted position whose item is a training item (so items weigh
-by how often they are seen); with ``train_positions: last``, ``category_batch_size`` training items
-drawn uniformly per step.
+held-out items' labels are never read in training. Loss (binary cross-entropy per label): in
+training windows, every counted position whose item is a training item, each weighted by the inverse
+of how often its item occurs in the training interactions (so every training item weighs the same
+over an epoch, as every held-out item does in the metrics, and popular items do not drown the
+rest); the loss is the weighted mean over the batch. With ``train_positions: last``,
+``category_batch_size`` training items drawn uniformly per step (plain mean).
 
 Decoding: an item has at least one category, so the top-scoring label is always predicted, plus
 every label whose probability reaches ``threshold``. The threshold is chosen on the validation
@@ -55,6 +57,8 @@ class CategoryTask(Task):
         is_train = torch.zeros(labels.shape[0], dtype=torch.bool)
         is_train[split["train"]] = True
         self.register_buffer("is_train_item", is_train, persistent=False)
+        occurrences = torch.bincount(dataset.inter_feat[dataset.iid_field], minlength=labels.shape[0]).float()
+        self.register_buffer("item_weight", 1.0 / occurrences.clamp(min=1), persistent=False)
         self.register_buffer("threshold", torch.tensor(0.5))
         self.names = dataset.label_names(field)
         self._items: Optional[torch.Tensor] = None
@@ -73,10 +77,17 @@ class CategoryTask(Task):
     def logits(self, batch: TaskBatch, ids: torch.Tensor) -> torch.Tensor:
         return self.head(batch.item_representation(ids))
 
+    def _weights(self, batch: TaskBatch) -> torch.Tensor:
+        ids = self._items
+        return self.item_weight[ids] if batch.all_positions else torch.ones(len(ids), device=ids.device)
+
     def loss(self, batch: TaskBatch) -> torch.Tensor:
         ids = self._items
         per_item = F.binary_cross_entropy_with_logits(self.logits(batch, ids), self.labels[ids], reduction="none")
-        return masked_mean(per_item.mean(-1), per_item)
+        if not len(ids):
+            return masked_mean(per_item, per_item)
+        weights = self._weights(batch)
+        return (per_item.mean(-1) * weights).sum() / weights.sum()
 
     @property
     def label_width(self) -> int:
@@ -87,8 +98,8 @@ class CategoryTask(Task):
         predicted = torch.sigmoid(self.head(representation)).detach()
         return torch.where(self.is_train_item[ids].unsqueeze(1), self.labels[ids], predicted)
 
-    def count(self, batch: TaskBatch) -> int:
-        return int(len(self._items))
+    def count(self, batch: TaskBatch) -> float:
+        return float(self._weights(batch).sum())
 
     def held_out(self, phase: str) -> torch.Tensor:
         """Item ids of ``phase`` (``valid`` or ``test``)."""
