@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 
 import recbole_mtl  # noqa: F401
-from recbole_mtl.compat import atomic_write_text
+from recbole_mtl.checkpoint import atomic_write_text
 from recbole_mtl.config import Config
-from recbole_mtl.quick_start import _build
-from recbole_mtl.utils import get_trainer
+from recbole_mtl.pipeline import build
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,8 +31,8 @@ def time_model(model: str, shared: dict, epochs: int) -> list[float]:
     extra = {"train_neg_sample_args": None} if model == "SASRec" else {}
     config = Config(model=model, dataset="ml-100k", cmd_args=[],
                     config_dict={"show_progress": False, "state": "WARNING", **shared, **extra})
-    _, train_data, _, _, model_obj = _build(config)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    built = build(config)
+    trainer, train_data = built.trainer, built.train_data
     times = []
     for epoch in range(epochs):
         start = time.perf_counter()
