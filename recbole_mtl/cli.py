@@ -73,6 +73,20 @@ def _split_overrides(unknown: Sequence[str], parser: argparse.ArgumentParser) ->
     return overrides
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The parser's flags, and every other ``--key=value`` as a config override."""
+    args, unknown = parser.parse_known_args(argv)
+    return args, _split_overrides(unknown, parser)
+
+
+def _config(args: argparse.Namespace, overrides: Sequence[str], model: str):
+    """The run's ``Config`` from ``--config_files``, ``--dataset`` and the overrides."""
+    from recbole_mtl.config import Config
+
+    config_files = args.config_files.strip().split(" ") if args.config_files else None
+    return Config(model=model, dataset=args.dataset, config_file_list=config_files, cmd_args=list(overrides))
+
+
 def build_embed_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recbole-mtl embed",
@@ -94,17 +108,13 @@ def build_embed_parser() -> argparse.ArgumentParser:
 
 def embed_main(argv: Sequence[str]) -> dict:
     """The ``embed`` subcommand; returns what :func:`recbole_mtl.text.embed.embed_items` returns."""
-    parser = build_embed_parser()
-    args, unknown = parser.parse_known_args(argv)
-    overrides = _split_overrides(unknown, parser)
+    args, overrides = _parse(build_embed_parser(), argv)
     try:
         from recbole.utils import init_logger
 
-        from recbole_mtl.config import Config
         from recbole_mtl.text.embed import embed_items, feature_folder
 
-        config_files = args.config_files.strip().split(" ") if args.config_files else None
-        config = Config(model="MTLRec", dataset=args.dataset, config_file_list=config_files, cmd_args=overrides)
+        config = _config(args, overrides, "MTLRec")
         init_logger(config)
         item_file = Path(config["data_path"]) / f"{args.dataset}.item"
         result = embed_items(
@@ -153,16 +163,11 @@ def build_validate_parser() -> argparse.ArgumentParser:
 
 def validate_main(argv: Sequence[str]) -> list:
     """The ``validate`` subcommand; returns the warnings (exits 2 on the first error)."""
-    parser = build_validate_parser()
-    args, unknown = parser.parse_known_args(argv)
-    overrides = _split_overrides(unknown, parser)
+    args, overrides = _parse(build_validate_parser(), argv)
     try:
-        from recbole_mtl.config import Config
         from recbole_mtl.data.validate import validate_dataset
 
-        config_files = args.config_files.strip().split(" ") if args.config_files else None
-        config = Config(model=args.model, dataset=args.dataset, config_file_list=config_files, cmd_args=overrides)
-        warnings = validate_dataset(config)
+        warnings = validate_dataset(_config(args, overrides, args.model))
         for message in warnings:
             print(f"warning: {message}", file=sys.stderr)
         print(f"{args.dataset}: atomic files OK ({len(warnings)} warning(s))")
@@ -236,9 +241,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
         return benchmark_main(argv[1:])
     if argv and argv[0] in ("export", "evaluate"):
         return checkpoint_main(argv[0], argv[1:])
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    overrides = _split_overrides(unknown, parser)
+    args, overrides = _parse(build_parser(), argv)
     try:
         from recbole_mtl import distributed
 
@@ -255,13 +258,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
                 raise SystemExit(code)
             return None
         from recbole_mtl import pipeline
-        from recbole_mtl.config import Config
 
-        config_files = args.config_files.strip().split(" ") if args.config_files else None
         if args.resume:
             overrides.append("--resume=True")
-        return pipeline.run(Config(model=args.model, dataset=args.dataset, config_file_list=config_files,
-                                   cmd_args=overrides))
+        return pipeline.run(_config(args, overrides, args.model))
     except Exception as e:  # user mistakes get one line; everything else a traceback
         _fail("recbole-mtl", e, args.debug)
 
