@@ -88,11 +88,13 @@ def on_epoch_end(self, epoch_idx: int) -> None:
 
     Writes ``<checkpoint_dir>/<model>-<dataset>-last.pth`` (model, optimizers, early-stopping
     state, every random-number generator) so that a killed run continues with ``--resume``. Runs
-    after every epoch that validates (RecBole's end-of-epoch ``callback_fn``) and, when validation
-    is off, after every epoch (where RecBole saves the model). Subclasses may extend it.
+    after every epoch that validates (RecBole's end-of-epoch ``callback_fn``), when validation
+    is off after every epoch (where RecBole saves the model), and after the last epoch of ``fit``.
+    Subclasses may extend it.
     """
     if getattr(self, "_last_checkpoints", False):
         checkpoint.save_last_checkpoint(self, epoch_idx, self._epoch_train_data)
+        self._last_epoch_ended = epoch_idx
 
 
 def _wrap_fit(original):
@@ -115,8 +117,13 @@ def _wrap_fit(original):
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
 
+        self._last_epoch_ended = self.start_epoch - 1
         try:
-            return original(self, train_data, valid_data, verbose, saved, show_progress, end_of_validated_epoch)
+            result = original(self, train_data, valid_data, verbose, saved, show_progress, end_of_validated_epoch)
+            trained = max(self.train_loss_dict, default=-1)
+            if trained > self._last_epoch_ended:  # the last epochs did not validate (eval_step > 1)
+                self.on_epoch_end(trained)
+            return result
         finally:
             self._epoch_end_on_save = False
             self._epoch_train_data = None

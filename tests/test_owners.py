@@ -93,3 +93,11 @@ def test_with_validation_off_every_epoch_still_writes_last(data_root, workdir):
     run_recbole_mtl(model="BPR", dataset="ml-slice", config_dict=base_config(data_root, epochs=2, eval_step=0),
                     cmd_args=[])
     assert checkpoint.load_checkpoint(workdir / "saved" / "BPR-ml-slice-last.pth")["epoch"] == 1
+
+
+def test_with_eval_step_two_the_last_epoch_still_writes_last(data_root, workdir):
+    from recbole_mtl.quick_start import run_recbole_mtl
+
+    run_recbole_mtl(model="BPR", dataset="ml-slice", config_dict=base_config(data_root, epochs=3, eval_step=2),
+                    cmd_args=[])
+    assert checkpoint.load_checkpoint(workdir / "saved" / "BPR-ml-slice-last.pth")["epoch"] == 2
