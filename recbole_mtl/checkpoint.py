@@ -272,6 +272,13 @@ def load_model_state(model: torch.nn.Module, checkpoint: dict, path: str) -> Non
     load_other(model, checkpoint)
 
 
+def restore_model(trainer: Any, model_file: Any = None) -> None:
+    """Load a trainer's model from ``model_file`` (default: its best checkpoint), safely."""
+    path = str(model_file or trainer.saved_model_file)
+    load_model_state(trainer.model, load_checkpoint(path, map_location=trainer.device), path)
+    trainer.logger.info(f"Loading model structure and parameters from {path}")
+
+
 def load_other(model: torch.nn.Module, checkpoint: dict) -> None:
     """The model's ``load_other_parameter`` with the checkpoint's unpacked ``other_parameter``."""
     other = checkpoint.get("other_parameter")

@@ -13,7 +13,6 @@ import importlib.util
 import sys
 import types
 from logging import getLogger
-from typing import Any
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from recbole_mtl import checkpoint
 _APPLIED = False
 
 
+# RecBole 1.2.1's Config re-adds np.float_ and friends, gone in numpy 2: say so before it fails.
 def check_numpy() -> None:
     """Fail early and clearly when numpy is too new for RecBole 1.2.1."""
     if int(np.__version__.split(".")[0]) >= 2:
@@ -55,19 +55,11 @@ def _resume_checkpoint(self, resume_file):
     self.logger.info(f"Checkpoint {resume_file} loaded. Resume training from epoch {self.start_epoch}")
 
 
-def restore_model(trainer: Any, model_file: Any = None) -> None:
-    """Load a trainer's model from ``model_file`` (default: its best checkpoint), safely."""
-    checkpoint_file = model_file or trainer.saved_model_file
-    state = checkpoint.load_checkpoint(checkpoint_file, map_location=trainer.device)
-    checkpoint.load_model_state(trainer.model, state, str(checkpoint_file))
-    trainer.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
-
-
 # torch >= 2.6: Trainer.evaluate(load_best_model=True) reloads with a bare torch.load; reload safely.
 def _wrap_evaluate(original):
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if eval_data and load_best_model:
-            restore_model(self, model_file)
+            checkpoint.restore_model(self, model_file)
         return original(self, eval_data, load_best_model=False, show_progress=show_progress)
 
     evaluate.__doc__ = original.__doc__
