@@ -142,7 +142,9 @@ def init_from_env(config) -> bool:
     backend = "nccl" if use_cuda else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=float(config["dist_timeout"] or 60)))
-    _CONTEXT = DistributedContext(global_rank, size, int(os.environ.get("LOCAL_WORLD_SIZE", size)), device, backend)
+    if not _CONTEXT.is_distributed:  # once per process; later runs in it (one per config) share it
+        _CONTEXT = DistributedContext(global_rank, size, int(os.environ.get("LOCAL_WORLD_SIZE", size)), device,
+                                      backend)
     _tell_recbole(config)
     config["local_rank"] = global_rank
     config["world_size"] = size

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-import sys
 from pathlib import Path
 
 from recbole.utils import ModelType

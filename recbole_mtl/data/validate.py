@@ -23,7 +23,7 @@ from logging import getLogger
 from pathlib import Path
 from typing import Optional
 
-from recbole_mtl.errors import ConfigError, DataValidationError
+from recbole_mtl.errors import DataValidationError
 
 #: The field types of RecBole's atomic files.
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
