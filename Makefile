@@ -38,4 +38,4 @@ test: .venv
 	$(PY) -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) log log_tensorboard saved
+	rm -rf $(VENV) log log_tensorboard saved runs/demo

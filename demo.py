@@ -7,7 +7,8 @@ and sequence length for every model:
   * sequence: MTLRec's next-item head vs SASRec, full ranking over all items;
   * interest: MTLRec's interest head vs DeepFM (rating >= 4), on the same last interactions;
   * category: MTLRec's category head on held-out items (no RecBole baseline classifies items).
-Prints one table and writes it, with the command and date, to results/demo.md.
+Prints one table and writes it, with the command and date, to runs/demo/demo.md (an ignored
+folder, so a checkout stays clean), or to --out.
 """
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ from datetime import date
 from pathlib import Path
 
 import recbole_mtl  # noqa: F401
-from recbole_mtl.compat import atomic_write_text
-from recbole_mtl.quick_start import run_recbole_mtl
+from recbole_mtl import pipeline
+from recbole_mtl.checkpoint import atomic_write_text
+from recbole_mtl.config import Config
 
 REPO = Path(__file__).resolve().parent
+RUN_FOLDER = REPO / "runs" / "demo"
 LEAVE_ONE_OUT = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user"}
 
 
 def run(model: str, config: dict) -> tuple[dict, float]:
     print(f"\n=== {model} ===", flush=True)
     start = time.perf_counter()
-    result = run_recbole_mtl(model=model, dataset="ml-100k", config_dict=config, cmd_args=[])
+    result = pipeline.run(Config(model=model, dataset="ml-100k", config_dict=config, cmd_args=[]))
     return result["test_result"], time.perf_counter() - start
 
 
@@ -43,9 +46,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--stopping_step", type=int, default=10,
                         help="early stopping patience (evaluations without improvement), all models")
     parser.add_argument("--seed", type=int, default=2020)
-    parser.add_argument("--out", default=str(REPO / "results" / "demo.md"))
+    parser.add_argument("--out", default=str(RUN_FOLDER / "demo.md"),
+                        help="where the table goes (default: runs/demo/demo.md, ignored by git)")
     args = parser.parse_args(argv)
-    common = {"seed": args.seed, "show_progress": True, "state": "INFO", "checkpoint_dir": "saved",
+    common = {"seed": args.seed, "show_progress": True, "state": "INFO", "checkpoint_dir": str(RUN_FOLDER / "saved"),
               "stopping_step": args.stopping_step}
     sequence = {**common, "epochs": args.epochs, "MAX_ITEM_LIST_LENGTH": args.max_len,
                 "hidden_dropout_prob": args.dropout, "attn_dropout_prob": args.dropout,

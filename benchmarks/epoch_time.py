@@ -23,10 +23,9 @@ from pathlib import Path
 import torch
 
 import recbole_mtl  # noqa: F401
-from recbole_mtl.compat import atomic_write_text
+from recbole_mtl.checkpoint import atomic_write_text
 from recbole_mtl.config import Config
-from recbole_mtl.quick_start import _build
-from recbole_mtl.utils import get_trainer
+from recbole_mtl.pipeline import build
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,9 +42,9 @@ def time_model(name: str, shared: dict, epochs: int) -> list[float]:
     model, extra, _ = VARIANTS[name]
     config = Config(model=model, dataset="ml-100k", cmd_args=[],
                     config_dict={"show_progress": False, "state": "WARNING", **shared, **extra})
-    _, train_data, _, _, model_obj = _build(config)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
-    loader = trainer.training_loader(train_data) if hasattr(trainer, "training_loader") else train_data
+    built = build(config)
+    trainer = built.trainer
+    loader = trainer.training_loader(built.train_data) if hasattr(trainer, "training_loader") else built.train_data
     times = []
     for epoch in range(epochs):
         start = time.perf_counter()

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from recbole_mtl.balancing import BALANCING_METHODS  # noqa: E402
-from recbole_mtl.compat import atomic_write_text  # noqa: E402
+from recbole_mtl.checkpoint import atomic_write_text  # noqa: E402
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 COLUMNS = [("ndcg@10", "NDCG@10"), ("hit@10", "Hit@10"), ("mrr@10", "MRR@10"), ("interest_auc", "AUC"),

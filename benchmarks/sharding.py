@@ -61,14 +61,14 @@ def worker(spec: dict) -> None:
     import recbole_mtl  # noqa: F401
     from recbole_mtl import distributed
     from recbole_mtl.config import Config
-    from recbole_mtl.quick_start import _build
+    from recbole_mtl.pipeline import build_data_and_model
     from recbole_mtl.utils import get_trainer
 
     torch.set_num_threads(spec["label"]["threads"])
     config = Config(model="MTLRec", dataset=spec["config"]["dataset"], config_dict=spec["config"], cmd_args=[])
     distributed.init_from_env(config)
     start = time.perf_counter()
-    _, train_data, _, _, model = _build(config)
+    _, train_data, _, _, model = build_data_and_model(config)
     build_s = time.perf_counter() - start
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     n_train = len(train_data._dataset)

@@ -21,11 +21,10 @@ import numpy as np
 import torch
 
 import recbole_mtl  # noqa: F401
-from recbole_mtl.compat import atomic_write_text
+from recbole_mtl.checkpoint import atomic_write_text
 from recbole_mtl.config import Config
-from recbole_mtl.quick_start import _build
+from recbole_mtl.pipeline import build
 from recbole_mtl.text.embed import embed_items, feature_folder
-from recbole_mtl.utils import get_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,8 +45,9 @@ def per_user_ranks(model, test_data) -> tuple[np.ndarray, np.ndarray]:
 
 def run(text: bool, shared: dict, cold: int) -> dict:
     config = Config(model="MTLRec", dataset="ml-100k", cmd_args=[], config_dict={**shared, "text_features": text})
-    _, train_data, valid_data, test_data, model = _build(config)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    built = build(config)
+    train_data, valid_data, test_data, model, trainer = (built.train_data, built.valid_data, built.test_data,
+                                                         built.model, built.trainer)
     start = time.perf_counter()
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     result = trainer.evaluate(test_data, load_best_model=True)

@@ -35,7 +35,7 @@ import torch
 
 import recbole_mtl  # noqa: F401
 from recbole_mtl import benchmark
-from recbole_mtl.compat import atomic_write_text
+from recbole_mtl.checkpoint import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN = ["MTLRec", "MTLRec@sequence", "MTLRec@interest", "MTLRec@category", "DeepFM"]

@@ -24,7 +24,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recbole_mtl.compat import atomic_write_text  # noqa: E402
+from recbole_mtl.checkpoint import atomic_write_text  # noqa: E402
 from recbole_mtl.data.validate import FileRules, check_file  # noqa: E402
 
 

@@ -255,7 +255,7 @@ def build_balancer(config, tasks: Sequence[str], task_weights: Sequence[float]) 
         return DynamicWeightAverage(tasks, task_weights, temperature=_positive(config, "dwa_temperature", 2.0))
     if name == "pcgrad":
         return PCGrad(tasks, task_weights)
-    from recbole_mtl.utils import suggest
+    from recbole_mtl.errors import suggest
 
     raise ConfigError(f"loss_balance must be one of {', '.join(BALANCING_METHODS)}; got '{name}'."
                       + suggest(name, BALANCING_METHODS))

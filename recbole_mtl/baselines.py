@@ -14,10 +14,11 @@ import torch
 from recbole.utils import FeatureType, init_seed
 from torch import nn
 
-from recbole_mtl.compat import safe_create_dataset
+from recbole_mtl.hardening import safe_create_dataset
 from recbole_mtl.config import Config
 from recbole_mtl.data.validate import build_dataset, validate_dataset
 from recbole_mtl.tasks.category import CategoryTask
+from recbole_mtl.utils import peak_rss_mb
 
 
 def item_feature_matrix(dataset, exclude: set) -> torch.Tensor:
@@ -95,8 +96,6 @@ def train_category_mlp(dataset_name: str, config_dict: dict) -> dict:
     train_time = time.perf_counter() - start
     model.load_state_dict(best_state[0])
     task.threshold.copy_(best_state[1])
-    from recbole_mtl.benchmark import peak_rss_mb
-
     return {
         "test": score("test"),
         "valid_score": best,

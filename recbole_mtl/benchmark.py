@@ -39,8 +39,8 @@ from datetime import date
 from pathlib import Path
 from typing import Optional, Sequence
 
-from recbole_mtl.compat import atomic_write_text
-from recbole_mtl.errors import ConfigError
+from recbole_mtl.checkpoint import atomic_open, atomic_write_text
+from recbole_mtl.errors import ConfigError, RunFailedError
 from recbole_mtl.tasks import DEFAULT_TASKS, REGISTRY, TASK_NAMES
 
 TASKS = TASK_NAMES
@@ -159,13 +159,6 @@ def _recbole_default(model: str, key: str):
     return (yaml.safe_load(path.read_text()) or {}).get(key)
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory, in MB."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _interest_metrics_of_baseline(trainer, test_data, config) -> dict:
     """Score a CTR baseline's test predictions with the multi-task models' interest metrics."""
     import torch
@@ -188,12 +181,11 @@ def _interest_metrics_of_baseline(trainer, test_data, config) -> dict:
 
 def worker(spec_text: str, dataset: str, config_dict: dict) -> dict:
     """Train and test one model; returns its test metrics, time per epoch and peak memory."""
-    import recbole_mtl  # noqa: F401
     from recbole.utils import init_logger, init_seed
 
+    from recbole_mtl import pipeline
     from recbole_mtl.config import Config
-    from recbole_mtl.quick_start import _build
-    from recbole_mtl.utils import get_trainer
+    from recbole_mtl.utils import peak_rss_mb
 
     spec = parse_spec(spec_text)
     if spec.model == CATEGORY_MLP:
@@ -203,15 +195,16 @@ def worker(spec_text: str, dataset: str, config_dict: dict) -> dict:
     config = Config(model=spec.model, dataset=dataset, config_dict=config_dict, cmd_args=[])
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    _, train_data, valid_data, test_data, model = _build(config)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    built = pipeline.build(config)
+    trainer, test_data = built.trainer, built.test_data
     curve: list = []  # (seconds since training started, validation score) after each evaluation
     start = time.perf_counter()
 
     def record(epoch_idx, valid_score):
         curve.append([round(time.perf_counter() - start, 2), float(valid_score)])
 
-    best_valid_score, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=record)
+    best_valid_score, _ = trainer.fit(built.train_data, built.valid_data, saved=True, show_progress=False,
+                                      callback_fn=record)
     train_time = time.perf_counter() - start
     epochs_run = max(1, len(trainer.train_loss_dict))
     result = dict(trainer.evaluate(test_data, load_best_model=True))
@@ -266,7 +259,7 @@ def _run_one(spec: ModelSpec, dataset: str, config: dict, log_file: Path, timeou
     lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not lines:
         tail = log_file.read_text()[-1500:]
-        raise RuntimeError(f"{spec.text} failed (exit {proc.returncode}); log: {log_file}\n{tail}")
+        raise RunFailedError(f"{spec.text} failed (exit {proc.returncode}); log: {log_file}\n{tail}")
     return json.loads(lines[-1][len(RESULT_TAG):])
 
 
@@ -425,7 +418,6 @@ def plot(summary: dict, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    from recbole_mtl.compat import atomic_open
 
     with atomic_open(path, "wb") as f:
         f.write(buffer.getvalue())
@@ -459,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> dict:
     """Run (or resume) the benchmark; returns the summary."""
-    from recbole_mtl.compat import literal_convert
+    from recbole_mtl.hardening import literal_convert
 
     parser = build_parser()
     args, unknown = parser.parse_known_args(list(argv))

@@ -23,29 +23,17 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-def _user_errors() -> tuple:
-    """Errors that are the user's to fix (imported lazily so ``--help`` stays fast)."""
-    from recbole_mtl.compat import CheckpointError
-    from recbole_mtl.errors import ConfigError, NonFiniteLossError
-    from recbole_mtl.text.embed import TextFeatureError
-    from recbole_mtl.utils import UnknownNameError
 
-    return (UnknownNameError, ConfigError, CheckpointError, TextFeatureError, FileNotFoundError, NonFiniteLossError)
+def _fail(prog: str, error: Exception, debug: bool):
+    """A :class:`~recbole_mtl.errors.RecboleMTLError`: one line on stderr and its exit status
+    (2 for a mistake in the input, 1 for a run that failed); anything else (or with --debug):
+    re-raise."""
+    from recbole_mtl.errors import RecboleMTLError  # imported here so that ``--help`` stays fast
 
-
-def _exit_code(error: Exception) -> int:
-    """2 for a mistake in the input (as argparse), 1 for a run that failed (a NaN loss)."""
-    from recbole_mtl.errors import NonFiniteLossError
-
-    return 1 if isinstance(error, NonFiniteLossError) else 2
-
-
-def _fail(prog: str, error: Exception, debug: bool, also: tuple = ()):
-    """A user's mistake: one line on stderr and exit; anything else (or with --debug): re-raise."""
-    if debug or not isinstance(error, _user_errors() + also):
+    if debug or not isinstance(error, RecboleMTLError):
         raise error
     print(f"{prog}: error: {error}", file=sys.stderr)
-    raise SystemExit(_exit_code(error)) from None
+    raise SystemExit(error.exit_code) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +73,20 @@ def _split_overrides(unknown: Sequence[str], parser: argparse.ArgumentParser) ->
     return overrides
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The parser's flags, and every other ``--key=value`` as a config override."""
+    args, unknown = parser.parse_known_args(argv)
+    return args, _split_overrides(unknown, parser)
+
+
+def _config(args: argparse.Namespace, overrides: Sequence[str], model: str):
+    """The run's ``Config`` from ``--config_files``, ``--dataset`` and the overrides."""
+    from recbole_mtl.config import Config
+
+    config_files = args.config_files.strip().split(" ") if args.config_files else None
+    return Config(model=model, dataset=args.dataset, config_file_list=config_files, cmd_args=list(overrides))
+
+
 def build_embed_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recbole-mtl embed",
@@ -106,17 +108,13 @@ def build_embed_parser() -> argparse.ArgumentParser:
 
 def embed_main(argv: Sequence[str]) -> dict:
     """The ``embed`` subcommand; returns what :func:`recbole_mtl.text.embed.embed_items` returns."""
-    parser = build_embed_parser()
-    args, unknown = parser.parse_known_args(argv)
-    overrides = _split_overrides(unknown, parser)
+    args, overrides = _parse(build_embed_parser(), argv)
     try:
         from recbole.utils import init_logger
 
-        from recbole_mtl.config import Config
         from recbole_mtl.text.embed import embed_items, feature_folder
 
-        config_files = args.config_files.strip().split(" ") if args.config_files else None
-        config = Config(model="MTLRec", dataset=args.dataset, config_file_list=config_files, cmd_args=overrides)
+        config = _config(args, overrides, "MTLRec")
         init_logger(config)
         item_file = Path(config["data_path"]) / f"{args.dataset}.item"
         result = embed_items(
@@ -165,16 +163,11 @@ def build_validate_parser() -> argparse.ArgumentParser:
 
 def validate_main(argv: Sequence[str]) -> list:
     """The ``validate`` subcommand; returns the warnings (exits 2 on the first error)."""
-    parser = build_validate_parser()
-    args, unknown = parser.parse_known_args(argv)
-    overrides = _split_overrides(unknown, parser)
+    args, overrides = _parse(build_validate_parser(), argv)
     try:
-        from recbole_mtl.config import Config
         from recbole_mtl.data.validate import validate_dataset
 
-        config_files = args.config_files.strip().split(" ") if args.config_files else None
-        config = Config(model=args.model, dataset=args.dataset, config_file_list=config_files, cmd_args=overrides)
-        warnings = validate_dataset(config)
+        warnings = validate_dataset(_config(args, overrides, args.model))
         for message in warnings:
             print(f"warning: {message}", file=sys.stderr)
         print(f"{args.dataset}: atomic files OK ({len(warnings)} warning(s))")
@@ -190,8 +183,8 @@ def benchmark_main(argv: Sequence[str]) -> dict:
         from recbole_mtl.benchmark import main as benchmark
 
         return benchmark(argv)
-    except Exception as e:  # a failed run (RuntimeError) names its log: one line too
-        _fail("recbole-mtl benchmark", e, debug, also=(RuntimeError,))
+    except Exception as e:  # a failed run names its log: one line too
+        _fail("recbole-mtl benchmark", e, debug)
 
 
 def checkpoint_main(command: str, argv: Sequence[str]):
@@ -202,12 +195,12 @@ def checkpoint_main(command: str, argv: Sequence[str]):
         parser.error(f"unrecognised arguments {unknown}") if unknown else [])
     try:
         if command == "export":
-            from recbole_mtl.distributed import export_checkpoint
+            from recbole_mtl.checkpoint import export_checkpoint
 
             path = export_checkpoint(args.checkpoint, args.out)
             print(f"wrote single-process checkpoint {path}")
             return path
-        from recbole_mtl.quick_start import load_data_and_model
+        from recbole_mtl.pipeline import load_data_and_model
         from recbole_mtl.utils import get_trainer
 
         config, model, _, _, _, test_data = load_data_and_model(args.checkpoint, _literal_overrides(overrides))
@@ -220,7 +213,7 @@ def checkpoint_main(command: str, argv: Sequence[str]):
 
 
 def _literal_overrides(overrides: Sequence[str]) -> dict:
-    from recbole_mtl.compat import literal_convert
+    from recbole_mtl.hardening import literal_convert
 
     return literal_convert(dict(arg[2:].split("=", 1) for arg in overrides))
 
@@ -248,9 +241,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
         return benchmark_main(argv[1:])
     if argv and argv[0] in ("export", "evaluate"):
         return checkpoint_main(argv[0], argv[1:])
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    overrides = _split_overrides(unknown, parser)
+    args, overrides = _parse(build_parser(), argv)
     try:
         from recbole_mtl import distributed
 
@@ -266,13 +257,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
                       "its traceback is above.", file=sys.stderr)
                 raise SystemExit(code)
             return None
-        from recbole_mtl.quick_start import run_recbole_mtl
+        from recbole_mtl import pipeline
 
-        config_files = args.config_files.strip().split(" ") if args.config_files else None
         if args.resume:
             overrides.append("--resume=True")
-        return run_recbole_mtl(model=args.model, dataset=args.dataset, config_file_list=config_files,
-                               cmd_args=overrides)
+        return pipeline.run(_config(args, overrides, args.model))
     except Exception as e:  # user mistakes get one line; everything else a traceback
         _fail("recbole-mtl", e, args.debug)
 

@@ -20,8 +20,9 @@ from typing import Any, Optional, Sequence
 
 from recbole.config import Config as RecBoleConfig
 
-from recbole_mtl.errors import ConfigError
-from recbole_mtl.utils import UnknownNameError, get_model, suggest
+from recbole_mtl.errors import ConfigError, MissingFileError, UnknownNameError, suggest
+from recbole_mtl.hardening import literal_convert
+from recbole_mtl.utils import get_model
 
 # Keys RecBole and this plugin read that no YAML file declares.
 _UNDECLARED_KEYS = {
@@ -38,7 +39,7 @@ def properties_dir() -> Path:
     for candidate in (here / "properties", here.parent / "properties"):
         if (candidate / "overall.yaml").is_file():
             return candidate
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"recbole_mtl's properties/overall.yaml is missing (looked in {here / 'properties'} and "
         f"{here.parent / 'properties'}). Reinstall the package: pip install ."
     )
@@ -124,8 +125,6 @@ class Config(RecBoleConfig):
     # -- external input -------------------------------------------------------------------
     def _convert_config_dict(self, config_dict: dict) -> dict:
         """Parse string values as Python literals (never ``eval``): ``'1'`` -> 1, ``'[1,2]'``."""
-        from recbole_mtl.compat import literal_convert
-
         return literal_convert(config_dict)
 
     def _load_cmd_line(self) -> dict:

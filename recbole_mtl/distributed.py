@@ -12,7 +12,15 @@ NCCL on CUDA (one GPU per local rank). Then
   so the metrics rank 0 reports are those one process computes;
 * checkpoints are one file per rank (``<name>.rank<r>-of-<W>.pth``, plain tensors), and rank 0
   joins them into a single-process checkpoint ``<name>.pth`` at the end of the run
-  (:func:`export_checkpoint`, also ``run_recbole_mtl.py export --checkpoint=<name>.pth``).
+  (:func:`recbole_mtl.checkpoint.export_checkpoint`, also
+  ``run_recbole_mtl.py export --checkpoint=<name>.pth``).
+
+Whether this process is one rank of several is decided once, by :func:`init_from_env`, and held
+in one frozen :class:`DistributedContext` (:func:`context`). RecBole reads the same fact from its
+``single_spec`` config key, in two senses: its data loaders and training loop use it to split the
+epoch over ranks, and its ``Trainer.__init__`` and ``data_preparation`` use it to set up CUDA-only
+DDP and distributed evaluation, which the plugin does its own way. :func:`recbole_view` is the
+one place that sets the key.
 
 A rank that dies takes the others down: torchrun stops the remaining workers and reports the
 failed rank; without torchrun's monitoring (a lost node) collectives fail after ``dist_timeout``
@@ -21,15 +29,14 @@ seconds instead of hanging.
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import os
-import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import timedelta
-from logging import getLogger
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Iterator, List, Sequence
 
 import torch
 import torch.distributed as dist
@@ -37,7 +44,52 @@ import torch.distributed as dist
 from recbole_mtl.errors import ConfigError
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-_SHARD_RE = re.compile(r"\.rank(\d+)-of-(\d+)\.pth$")
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands among the processes of one run (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1
+    device: Any = None
+    backend: str = ""
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+SINGLE_PROCESS = DistributedContext()
+_CONTEXT = SINGLE_PROCESS
+
+
+def context() -> DistributedContext:
+    """This process's :class:`DistributedContext` (set once by :func:`init_from_env`)."""
+    return _CONTEXT
+
+
+def _tell_recbole(config, single_process: bool = False) -> None:
+    """The only writer of RecBole's ``single_spec`` key: what the context says, or one process."""
+    config["single_spec"] = single_process or not _CONTEXT.is_distributed
+
+
+@contextlib.contextmanager
+def recbole_view(config, single_process: bool = False) -> Iterator[None]:
+    """RecBole's ``single_spec`` key as the context says, or as one process for the block.
+
+    Args:
+        config: the run's config.
+        single_process: show RecBole one process during the block (its ``Trainer.__init__`` and
+            ``data_preparation`` then skip their CUDA-only DDP and split evaluation); afterwards
+            the key says what the context says, which RecBole's training loop reads.
+    """
+    _tell_recbole(config, single_process)
+    try:
+        yield
+    finally:
+        _tell_recbole(config)
 
 
 def under_torchrun() -> bool:
@@ -46,31 +98,31 @@ def under_torchrun() -> bool:
 
 
 def is_distributed(config: Any = None) -> bool:
-    """True when this process trains as one rank of several."""
-    if config is not None:
-        return not config["single_spec"]
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """True when this process trains as one rank of several (``config`` is not needed)."""
+    return _CONTEXT.is_distributed
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return _CONTEXT.rank
 
 
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return _CONTEXT.world_size
 
 
 def local_world_size() -> int:
-    return int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))
+    return _CONTEXT.local_world_size
 
 
 def init_from_env(config) -> bool:
     """Join the process group torchrun describes and record it in ``config``.
 
-    Sets RecBole's keys: ``single_spec`` False, ``local_rank`` (the global rank, which RecBole
-    compares with 0 to pick the rank that logs), ``world_size``, ``device``; ranks other than 0
-    log errors only. Does nothing (returns False) outside torchrun.
+    Creates the process's :class:`DistributedContext` and sets RecBole's keys: ``single_spec``
+    False (through :func:`recbole_view`), ``local_rank`` (the global rank, which RecBole compares
+    with 0 to pick the rank that logs), ``world_size``, ``device``; ranks other than 0 log errors
+    only. Does nothing (returns False) outside torchrun.
     """
+    global _CONTEXT
     if not under_torchrun():
         return False
     global_rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -87,10 +139,13 @@ def init_from_env(config) -> bool:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
+    backend = "nccl" if use_cuda else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
-                                timeout=timedelta(seconds=float(config["dist_timeout"] or 60)))
-    config["single_spec"] = False
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=float(config["dist_timeout"] or 60)))
+    if not _CONTEXT.is_distributed:  # once per process; later runs in it (one per config) share it
+        _CONTEXT = DistributedContext(global_rank, size, int(os.environ.get("LOCAL_WORLD_SIZE", size)), device,
+                                      backend)
+    _tell_recbole(config)
     config["local_rank"] = global_rank
     config["world_size"] = size
     config["nproc"] = int(os.environ.get("LOCAL_WORLD_SIZE", size))
@@ -151,64 +206,3 @@ def mean_over_ranks(values: Sequence[float]) -> List[float]:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
-
-
-# -- sharded checkpoints ------------------------------------------------------------------------
-def shard_path(path: str, rank_: int, world: int) -> str:
-    """``saved/MTLRec-x.pth`` -> ``saved/MTLRec-x.rank0-of-2.pth``."""
-    stem = path[:-4] if path.endswith(".pth") else path
-    return f"{stem}.rank{rank_}-of-{world}.pth"
-
-
-def shard_files(path: str) -> List[str]:
-    """The per-rank files written for ``path``, ordered by rank (clear error when incomplete)."""
-    stem = path[:-4] if path.endswith(".pth") else path
-    files = glob.glob(glob.escape(stem) + ".rank*-of-*.pth")
-    found = {}
-    for f in files:
-        m = _SHARD_RE.search(f)
-        if m:
-            found.setdefault(int(m.group(2)), {})[int(m.group(1))] = f
-    if not found:
-        raise ConfigError(f"no sharded checkpoint files {stem}.rank<r>-of-<W>.pth beside {path}.")
-    if len(found) > 1:
-        raise ConfigError(f"sharded checkpoint files of several world sizes {sorted(found)} beside {path}; "
-                          "keep one set.")
-    (world, by_rank), = found.items()
-    missing = sorted(set(range(world)) - set(by_rank))
-    if missing:
-        raise ConfigError(f"sharded checkpoint {stem} lacks the files of ranks {missing} (of {world}).")
-    return [by_rank[r] for r in range(world)]
-
-
-def export_checkpoint(path: str, out: Optional[str] = None) -> str:
-    """Join the per-rank files of ``path`` into one single-process checkpoint.
-
-    Args:
-        path: ``<name>.pth`` whose ``<name>.rank<r>-of-<W>.pth`` files exist.
-        out: where to write (default ``path``).
-
-    Returns:
-        The written file. It loads with ``weights_only=True``, and ``run_recbole_mtl.py``
-        evaluates or resumes it in one process; the tables' fused-optimizer accumulators are not
-        carried over (they restart from zero if training resumes from it).
-    """
-    from recbole_mtl.compat import atomic_torch_save, load_checkpoint
-    from recbole_mtl.embedding.sharding import merge_shards
-
-    states = [load_checkpoint(f) for f in shard_files(path)]
-    sparse = [s["other_parameter"]["sparse_optimizer"] for s in states]
-    full = merge_shards(sparse)
-    checkpoint = dict(states[0])
-    checkpoint["state_dict"] = dict(states[0]["state_dict"])
-    checkpoint["state_dict"].update({f"sparse.{k}": v for k, v in full.items()})
-    checkpoint["other_parameter"] = {"sparse_optimizer": {}}
-    checkpoint["exported_from"] = {"world_size": sparse[0]["world_size"], "plan": sparse[0]["plan"]}
-    target = out or path
-    atomic_torch_save(checkpoint, target)
-    getLogger().info(f"exported the sharded checkpoint of {len(states)} ranks to {target}")
-    return target
-
-
-def is_shard_file(path: str) -> bool:
-    return bool(_SHARD_RE.search(str(path)))

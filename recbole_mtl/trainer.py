@@ -34,9 +34,8 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 from tqdm import tqdm
 
-from recbole_mtl import distributed
+from recbole_mtl import checkpoint, distributed
 from recbole_mtl.balancing import GradNorm, PCGrad
-from recbole_mtl.compat import _checkpoint_state, atomic_torch_save, load_checkpoint, restore_model, unpack_other
 from recbole_mtl.data.windows import WindowDataLoader
 from recbole_mtl.errors import ConfigError, NonFiniteLossError
 
@@ -70,16 +69,15 @@ class MultiTaskTrainer(Trainer):
     """One trainer for every multi-task model of the plugin."""
 
     def __init__(self, config, model):
-        self.is_distributed = distributed.is_distributed(config)
-        if self.is_distributed:  # RecBole's own DDP set-up is CUDA-only; ours follows
-            config["single_spec"] = True
+        self.is_distributed = distributed.context().is_distributed
+        if self.is_distributed:
             os.makedirs(config["checkpoint_dir"], exist_ok=True)  # RecBole's check-then-create races across ranks
-        super().__init__(config, model)
+        with distributed.recbole_view(config, single_process=True):  # RecBole's own DDP set-up is CUDA-only
+            super().__init__(config, model)
         self._valid_loader = None
         self._pointwise: dict = {}
         self.lr_scheduler = self._build_lr_scheduler()
-        if self.is_distributed:
-            config["single_spec"] = False
+        if self.is_distributed:  # ours follows
             self.distributed_model = torch.nn.parallel.DistributedDataParallel(
                 _LossForward(model), device_ids=None if self.device.type == "cpu" else [self.device],
                 broadcast_buffers=False, find_unused_parameters=True,
@@ -112,9 +110,9 @@ class MultiTaskTrainer(Trainer):
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.is_distributed:
             return super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
-        path = distributed.shard_path(kwargs.pop("saved_model_file", self.saved_model_file),
-                                      distributed.rank(), distributed.world_size())
-        atomic_torch_save(_checkpoint_state(self, epoch), path)
+        ctx = distributed.context()
+        path = checkpoint.shard_path(kwargs.pop("saved_model_file", self.saved_model_file), ctx.rank, ctx.world_size)
+        checkpoint.save(self, epoch, path)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {path} (one file per rank)")
 
@@ -122,49 +120,36 @@ class MultiTaskTrainer(Trainer):
         """This rank's file of a sharded checkpoint, or ``path`` itself (a single-process one)."""
         if not self.is_distributed:
             return path
-        if distributed.is_shard_file(path):
-            path = path.rsplit(".rank", 1)[0] + ".pth"
-        mine = distributed.shard_path(path, distributed.rank(), distributed.world_size())
-        if os.path.isfile(mine):
-            return mine
-        if not os.path.isfile(path):
-            others = [f for f in (distributed.shard_path(path, 0, w) for w in range(1, 65)) if os.path.isfile(f)]
-            if others:
-                raise ConfigError(f"{others[0]} was written by a different number of processes than this run's "
-                                  f"{distributed.world_size()}; resume with the same --nproc, or export it "
-                                  f"(run_recbole_mtl.py export --checkpoint={path}) and resume from the export.")
-        return path
+        ctx = distributed.context()
+        return checkpoint.rank_file(path, ctx.rank, ctx.world_size)
 
-    def _load_model_state(self, checkpoint: dict) -> None:
+    def _load_model_state(self, state: dict, path: str) -> None:
         """Dense weights and tables from a checkpoint of this world size, or from a single-process one."""
-        state = dict(checkpoint["state_dict"])
-        full_tables = {k[len("sparse."):]: state.pop(k) for k in list(state) if k.startswith("sparse.")}
+        dense = dict(state["state_dict"])
+        full_tables = {k[len("sparse."):]: dense.pop(k) for k in list(dense) if k.startswith("sparse.")}
         if full_tables and self.is_distributed:  # a single-process checkpoint: shard its tables
-            self.model.load_state_dict(state)
+            self.model.load_state_dict(dense)
             self.model.sparse.load_full_tables(full_tables)
             return
-        self.model.load_state_dict(checkpoint["state_dict"])
-        other = checkpoint.get("other_parameter")
-        self.model.load_other_parameter(unpack_other(other) if other else other)
+        checkpoint.load_model_state(self.model, state, path)
 
     def resume_checkpoint(self, resume_file):
         if not self.is_distributed:
             return super().resume_checkpoint(resume_file)
         resume_file = str(resume_file)
-        checkpoint = load_checkpoint(self._checkpoint_file(resume_file), map_location=self.device)
+        path = self._checkpoint_file(resume_file)
+        state = checkpoint.load_checkpoint(path, map_location=self.device)
         self.saved_model_file = resume_file
-        self.start_epoch = checkpoint["epoch"] + 1
-        self.cur_step = checkpoint["cur_step"]
-        self.best_valid_score = checkpoint["best_valid_score"]
-        self._load_model_state(checkpoint)
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.start_epoch = state["epoch"] + 1
+        self.cur_step = state["cur_step"]
+        self.best_valid_score = state["best_valid_score"]
+        self._load_model_state(state, path)
+        self.optimizer.load_state_dict(state["optimizer"])
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     def _restore(self, model_file=None) -> None:
-        if not self.is_distributed:
-            return restore_model(self, model_file)
         path = self._checkpoint_file(str(model_file or self.saved_model_file))
-        self._load_model_state(load_checkpoint(path, map_location=self.device))
+        self._load_model_state(checkpoint.load_checkpoint(path, map_location=self.device), path)
         self.logger.info(f"Loading model structure and parameters from {path}")
 
     # -- optimisation ----------------------------------------------------------------------
@@ -309,7 +294,7 @@ class MultiTaskTrainer(Trainer):
         if getattr(self.model, "train_positions", "last") != "all" or isinstance(train_data, WindowDataLoader):
             return train_data
         windows = WindowDataLoader(self.config, train_data.dataset, shuffle=train_data.shuffle)
-        if not self.config["single_spec"] and hasattr(windows.sampler, "seed"):
+        if self.is_distributed and hasattr(windows.sampler, "seed"):
             windows.sampler.seed = int(self.config["seed"])
         self.logger.info(f"training on {len(windows.windows)} windows of {windows.windows.num_targets} targets "
                          f"(MAX_ITEM_LIST_LENGTH {windows.windows.max_len}, window_stride {windows.windows.stride}, "

@@ -2,22 +2,23 @@
 
 Convention (as in RecBole and its plugins): model ``Foo`` lives in ``recbole_mtl/model/foo.py``,
 its defaults in ``properties/model/Foo.yaml`` and an optional ``FooTrainer`` in
-``recbole_mtl/trainer.py``.
+``recbole_mtl/trainer.py``. Models are found by name at run time; the plugin's trainers are
+entered into ``recbole.trainer`` by :func:`recbole_mtl.compat.register_plugin_models`, where
+RecBole's own lookup finds them.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib
 import pkgutil
-import sys
 from pathlib import Path
-from typing import Iterable
 
 from recbole.utils import ModelType
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
+
+from recbole_mtl.errors import UnknownNameError, suggest
 
 PLUGIN_MODEL_PACKAGE = "recbole_mtl.model"
 RECBOLE_MODEL_SUBMODULES = (
@@ -27,25 +28,13 @@ RECBOLE_MODEL_SUBMODULES = (
     "knowledge_aware_recommender",
     "exlib_recommender",
 )
-# Where a plugin model is registered inside RecBole's zoo, by its ``type``.
-_ZOO_SUBMODULE = {
+#: Where a plugin model is registered inside RecBole's zoo, by its ``type``.
+ZOO_SUBMODULE = {
     ModelType.GENERAL: "general_recommender",
     ModelType.CONTEXT: "context_aware_recommender",
     ModelType.SEQUENTIAL: "sequential_recommender",
     ModelType.KNOWLEDGE: "knowledge_aware_recommender",
 }
-
-
-class UnknownNameError(ValueError):
-    """A model or dataset name that does not exist; the message suggests close matches."""
-
-
-def suggest(name: str, candidates: Iterable[str], n: int = 3) -> str:
-    """' Did you mean: A, B?' for the closest candidates (case-insensitive), or ''."""
-    candidates = sorted(set(candidates))
-    lower = {c.lower(): c for c in candidates}
-    close = difflib.get_close_matches(name.lower(), list(lower), n=n, cutoff=0.5)
-    return f" Did you mean: {', '.join(lower[c] for c in close)}?" if close else ""
 
 
 def plugin_model_modules() -> list[str]:
@@ -111,43 +100,16 @@ def get_model(model_name: str):
 
 
 def get_trainer(model_type: ModelType, model_name: str):
-    """The trainer class for a model: ``recbole_mtl.trainer.<Name>Trainer``, else RecBole's."""
-    plugin_trainers = importlib.import_module("recbole_mtl.trainer")
-    if hasattr(plugin_trainers, model_name + "Trainer"):
-        return getattr(plugin_trainers, model_name + "Trainer")
+    """The trainer class for a model: ``recbole_mtl.trainer.<Name>Trainer``, else RecBole's.
+
+    ``import recbole_mtl`` enters the plugin's trainers into ``recbole.trainer``, the module
+    RecBole's ``get_trainer`` searches first.
+    """
     return recbole_get_trainer(model_type, model_name)
 
 
-def register_plugin_models() -> list[str]:
-    """Make RecBole's own ``get_model``/``get_trainer`` resolve the plugin's models.
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (Linux reports ru_maxrss in KB)."""
+    import resource
 
-    Each plugin model module is entered into RecBole's zoo under
-    ``recbole.model.<submodule>.<name>`` (the submodule its ``type`` belongs to), and each plugin
-    trainer is added to ``recbole.trainer`` and each model's dataset class to
-    ``recbole.data.dataset`` (as ``<Model>Dataset``): the places RecBole's lookups search.
-
-    Returns:
-        The names of the registered models.
-    """
-    import recbole.data.dataset
-    import recbole.trainer
-
-    plugin_trainers = importlib.import_module("recbole_mtl.trainer")
-    registered = []
-    for module_name in plugin_model_modules():
-        module = importlib.import_module(module_name)
-        stem = module_name.rsplit(".", 1)[1]
-        for name in getattr(module, "__all__", ()):
-            if name.lower() != stem:
-                continue
-            model_class = getattr(module, name)
-            sub = _ZOO_SUBMODULE.get(model_class.type, "sequential_recommender")
-            sys.modules[f"recbole.model.{sub}.{stem}"] = module
-            trainer = getattr(plugin_trainers, name + "Trainer", None)
-            if trainer is not None:
-                setattr(recbole.trainer, name + "Trainer", trainer)
-            dataset_class = getattr(model_class, "dataset_class", None)
-            if dataset_class is not None:  # RecBole's create_dataset looks for <Model>Dataset here
-                setattr(recbole.data.dataset, name + "Dataset", dataset_class)
-            registered.append(name)
-    return registered
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

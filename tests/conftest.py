@@ -12,6 +12,19 @@ import recbole_mtl  # noqa: F401  (applies the compatibility layer, registers mo
 ML100K = Path(__import__("recbole").__file__).parent / "dataset_example" / "ml-100k"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip ``cpu_only`` tests on a CUDA machine, saying why."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="cpu_only: CUDA is available here, so runs use CUDA kernels (Adam allowed) "
+                                   "and NCCL, which this test does not expect")
+    for item in items:
+        if "cpu_only" in item.keywords:
+            item.add_marker(skip)
+
+
 def write_slice(root: Path, name: str = "ml-slice", max_user: int = 120) -> Path:
     """Write the ml-100k atomic files restricted to users 1..max_user under root/name/."""
     folder = root / name

@@ -27,9 +27,8 @@ from recbole.utils import init_logger  # noqa: E402
 
 from recbole_mtl import distributed  # noqa: E402
 from recbole_mtl.config import Config  # noqa: E402
-from recbole_mtl.embedding.sharding import merge_shards  # noqa: E402
-from recbole_mtl.quick_start import _build  # noqa: E402
-from recbole_mtl.utils import get_trainer  # noqa: E402
+from recbole_mtl.checkpoint import merge_shards  # noqa: E402
+from recbole_mtl.pipeline import build  # noqa: E402
 
 
 def full_tables(model) -> tuple[dict, list]:
@@ -52,8 +51,9 @@ def run_variant(name: str, base: dict, overrides: dict, saved_paths: dict, out: 
     config = Config(model="MTLRec", dataset=base["dataset"], config_dict=config_dict, cmd_args=[])
     distributed.init_from_env(config)
     init_logger(config)
-    _, train_data, valid_data, test_data, model = _build(config)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    built = build(config)
+    train_data, valid_data, test_data, model, trainer = (built.train_data, built.valid_data, built.test_data,
+                                                         built.model, built.trainer)
     if resume_from:
         trainer.resume_checkpoint(saved_paths[resume_from])
     initial_tables, _ = full_tables(model)

@@ -16,7 +16,7 @@ from recbole_mtl.balancing import (
 )
 from recbole_mtl.config import Config
 from recbole_mtl.errors import ConfigError
-from recbole_mtl.quick_start import _build
+from recbole_mtl.pipeline import build_data_and_model
 from recbole_mtl.utils import get_trainer
 from tests.test_mtlrec import ITEM_TABLE, TITLE_TABLE, USER_TABLE, small_config, table
 
@@ -28,7 +28,7 @@ TINY_MIXTURES = {"MTLRec": {}, "MMoE": {"num_experts": 2, "expert_hidden": [16]}
 def build(data_root, model="MTLRec", **overrides):
     config = Config(model=model, dataset="ml-slice", cmd_args=[],
                     config_dict=small_config(data_root, **{**TINY_MIXTURES[model], **overrides}))
-    dataset, train, valid, test, built = _build(config)
+    dataset, train, valid, test, built = build_data_and_model(config)
     return config, dataset, train, valid, test, built
 
 
@@ -205,8 +205,14 @@ def test_learned_balancing_state_travels_with_the_checkpoint(data_root, workdir)
         get_trainer(config["MODEL_TYPE"], config["model"])(config, fixed).resume_checkpoint(result["checkpoint"])
 
 
-def test_balancing_methods_are_listed_for_iteration():
-    assert BALANCING_METHODS == ("fixed", "uncertainty", "gradnorm", "dwa", "pcgrad")
+def test_every_listed_balancing_method_builds_the_balancer_of_that_name():
+    from recbole_mtl.balancing import build_balancer
+
+    tasks = ["sequence", "interest"]
+    built = {name: build_balancer({"loss_balance": name, "gradnorm_alpha": None, "gradnorm_lr": None,
+                                   "dwa_temperature": None}, tasks, [1.0, 0.5]) for name in BALANCING_METHODS}
+    assert {name: balancer.name for name, balancer in built.items()} == {name: name for name in BALANCING_METHODS}
+    assert len({type(b) for b in built.values()}) == len(BALANCING_METHODS)  # one class per method
 
 
 @pytest.mark.parametrize("key, value, message", [

@@ -51,6 +51,12 @@ def test_benchmark_command_writes_csv_markdown_chart_and_resumes(tmp_path, capsy
     for name, metric in [("MTLRec", "ndcg@10"), ("MTLRec", "interest_auc"), ("MTLRec", "category_micro_f1"),
                          ("SASRec", "ndcg@10"), ("DIN", "interest_f1"), ("CategoryMLP", "category_macro_f1")]:
         assert 0.0 <= float(by_model[name][metric]) <= 1.0, (name, metric)
+    for name in ("MTLRec", "SASRec"):  # leave-one-out: one test item per user, so recall@10 is hit@10
+        row = {k: float(v) for k, v in by_model[name].items() if "@" in k}
+        assert row["recall@10"] == row["hit@10"] and row["precision@10"] == pytest.approx(row["hit@10"] / 10, abs=1e-4)
+    for name in ("MTLRec", "DIN"):  # the same interest metrics for every model: F1 of its precision and recall
+        p, r, f1 = (float(by_model[name][f"interest_{m}"]) for m in ("precision", "recall", "f1"))
+        assert f1 == pytest.approx(2 * p * r / (p + r) if p + r else 0.0, abs=2e-4)
     assert all(float(r["peak_rss_mb"]) > 0 and float(r["time_per_epoch_s"]) > 0 for r in rows)
     assert set(summary["sequence"]) == {"MTLRec", "SASRec"} and set(summary["interest"]) == {"MTLRec", "DIN"}
     assert set(summary["category"]) == {"MTLRec", "CategoryMLP"}

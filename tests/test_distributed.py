@@ -26,6 +26,9 @@ from recbole_mtl.quick_start import load_data_and_model
 from recbole_mtl.utils import get_trainer
 from tests.conftest import write_slice
 
+# gloo on CPU; where CUDA is available the ranks would take NCCL and one GPU each
+pytestmark = pytest.mark.cpu_only
+
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "distributed_worker.py"
 POOLED = ["user_id", "age", "gender", "occupation", "class", "release_year"]

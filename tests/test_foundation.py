@@ -12,10 +12,12 @@ import pytest
 import torch
 import yaml
 
-from recbole_mtl.compat import CheckpointError, atomic_torch_save, load_checkpoint
-from recbole_mtl.config import Config, ConfigError
+from recbole_mtl.checkpoint import atomic_torch_save, load_checkpoint
+from recbole_mtl.config import Config
+from recbole_mtl.errors import CheckpointError, ConfigError, UnknownNameError
+from recbole_mtl.pipeline import build
 from recbole_mtl.quick_start import load_data_and_model, run_recbole_mtl
-from recbole_mtl.utils import UnknownNameError, get_model, get_trainer
+from recbole_mtl.utils import get_model, get_trainer
 from tests.conftest import base_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +60,20 @@ def test_baseline_trains_saves_and_reloads_safely(model, extra, data_root, workd
 def test_resume_continues_from_the_saved_epoch(data_root, workdir, caplog):
     caplog.set_level("INFO")
     first = run_recbole_mtl(model="BPR", dataset="ml-slice", config_dict=base_config(data_root), cmd_args=[])
+    saved = load_checkpoint(first["checkpoint"])
+    built = build(Config(model="BPR", dataset="ml-slice", config_dict=base_config(data_root, epochs=2), cmd_args=[]))
+    fresh = built.model.state_dict()
+    assert any(not torch.equal(fresh[k], v) for k, v in saved["state_dict"].items())  # training moved the weights
+    built.trainer.resume_checkpoint(first["checkpoint"])
+    restored = built.model.state_dict()
+    assert restored.keys() == saved["state_dict"].keys()
+    for key, value in saved["state_dict"].items():
+        torch.testing.assert_close(restored[key], value, rtol=0, atol=0, msg=key)
+    for group, saved_group in zip(built.trainer.optimizer.state_dict()["state"].values(),
+                                  saved["optimizer"]["state"].values()):
+        torch.testing.assert_close(group["exp_avg"], saved_group["exp_avg"], rtol=0, atol=0)
+    assert built.trainer.start_epoch == 1
+
     resumed = run_recbole_mtl(
         model="BPR", dataset="ml-slice",
         config_dict=base_config(data_root, epochs=2, checkpoint=first["checkpoint"], state="INFO"),

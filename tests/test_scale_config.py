@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recbole_mtl.cli import _forwarded_argv, build_parser
-from recbole_mtl.distributed import shard_path, shard_files
+from recbole_mtl.checkpoint import shard_files, shard_path
 from recbole_mtl.embedding.sharding import ShardingOptions
 from recbole_mtl.errors import ConfigError
 from recbole_mtl.quick_start import load_data_and_model, run_recbole_mtl

@@ -11,7 +11,8 @@ from recbole.data.interaction import Interaction
 from recbole_mtl.config import Config
 from recbole_mtl.data.windows import NEXT_PREFIX, POSITION_MASK, UserWindows, WindowDataLoader
 from recbole_mtl.model.encoders import HSTULayer, RelativeBias
-from recbole_mtl.quick_start import _build, run_recbole_mtl
+from recbole_mtl.pipeline import build_data_and_model
+from recbole_mtl.quick_start import run_recbole_mtl
 from recbole_mtl.utils import get_trainer
 from tests.conftest import base_config
 
@@ -25,7 +26,7 @@ TINY = {
 def build(data_root, dataset="ml-slice", **overrides):
     config = Config(model="MTLRec", dataset=dataset, cmd_args=[],
                     config_dict=base_config(data_root, **{**TINY, **overrides}))
-    dataset, train, valid, test, model = _build(config)
+    dataset, train, valid, test, model = build_data_and_model(config)
     return config, dataset, train, valid, test, model
 
 
@@ -57,11 +58,9 @@ def test_every_training_target_is_counted_once_with_the_longest_context(built, s
 
 
 def test_windows_hold_no_validation_or_test_interaction_on_ml100k(tmp_path):
-    from recbole_mtl.quick_start import _build as build_run
-
     config = Config(model="MTLRec", dataset="ml-100k", cmd_args=[], config_dict={
         "checkpoint_dir": str(tmp_path), "state": "WARNING", "MAX_ITEM_LIST_LENGTH": 50})
-    dataset, train, valid, test, _ = build_run(config)
+    dataset, train, valid, test, _ = build_data_and_model(config)
     windows = UserWindows.from_dataset(train.dataset, 50)
     held_out = {}
     for part in (valid.dataset, test.dataset):

@@ -135,13 +135,13 @@ def test_cli_validate_and_train_print_one_line_without_traceback(tmp_path, capsy
 
 
 def test_empty_dataset_after_filtering_is_a_clear_error(data_root, workdir):
-    from recbole_mtl.quick_start import _build
+    from recbole_mtl.pipeline import build
 
     config = Config(model="MTLRec", dataset="ml-slice", cmd_args=[], config_dict={
         "data_path": str(data_root), "checkpoint_dir": str(workdir / "saved"), "state": "ERROR",
         "val_interval": {"rating": "[10,inf)"}})
     with pytest.raises(DataValidationError, match="no interactions left after filtering.*val_interval"):
-        _build(config)
+        build(config)
 
 
 # -- fuzzing: anything either passes or gets a DataValidationError, never another exception -------

@@ -24,16 +24,12 @@ from pathlib import Path
 from typing import Optional
 
 from recbole_mtl.data.labels import label_sources
-from recbole_mtl.errors import ConfigError
+from recbole_mtl.errors import DataValidationError
 
 #: The field types of RecBole's atomic files.
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
 #: How many example ids a warning shows.
 _EXAMPLES = 3
-
-
-class DataValidationError(ConfigError):
-    """An atomic file is malformed; the message says where and how to fix it."""
 
 
 @dataclass

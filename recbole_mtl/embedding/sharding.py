@@ -19,8 +19,8 @@ On CPU TorchRec's ``EmbeddingBagCollectionSharder`` offers no ``row_wise`` (it r
 CUDA) although FBGEMM's CPU kernels serve it; :class:`CPURowWiseEmbeddingBagSharder` adds it.
 
 Checkpoints hold each rank's local shards as plain tensors with their offsets
-(:meth:`ShardedSparseArch.sparse_optimizer_state`); :func:`merge_shards` joins the shards of
-all ranks into the full tables of a single-process checkpoint.
+(:meth:`ShardedSparseArch.sparse_optimizer_state`); :func:`recbole_mtl.checkpoint.merge_shards`
+joins the shards of all ranks into the full tables of a single-process checkpoint.
 """
 
 from __future__ import annotations
@@ -370,33 +370,6 @@ def _copy_shards(target, saved: List[Tuple[List[int], torch.Tensor]], name: str)
             tensor.copy_(value)
 
 
-def merge_shards(states: List[dict]) -> Dict[str, torch.Tensor]:
-    """Full tables from the sharded states of every rank (single-process state_dict keys).
-
-    Args:
-        states: ``sparse_optimizer_state()`` of ranks 0..W-1.
-    """
-    ranks = sorted(s["rank"] for s in states)
-    if ranks != list(range(states[0]["world_size"])):
-        raise ConfigError(f"need the shards of ranks 0..{states[0]['world_size'] - 1}, got ranks {ranks}.")
-    full: Dict[str, torch.Tensor] = {}
-    filled: Dict[str, torch.Tensor] = {}
-    for state in states:
-        for key, entry in state["tables"].items():
-            for offsets, tensor in entry["shards"]:
-                if key not in full:
-                    full[key] = torch.zeros(entry["size"], dtype=tensor.dtype)
-                    filled[key] = torch.zeros(entry["size"], dtype=torch.bool)
-                index = tuple(slice(o, o + n) for o, n in zip(offsets, tensor.shape))
-                full[key][index] = tensor
-                filled[key][index] = True
-    sizes = {k: e["size"] for s in states for k, e in s["tables"].items()}
-    missing = sorted(k for k in sizes if k not in filled or not bool(filled[k].all()))
-    if missing:
-        raise ConfigError(f"the shards do not cover tables {missing}: a rank's checkpoint file is missing.")
-    return full
-
-
 def shard_sparse_arch(unsharded: nn.Module, optimizer_type, optimizer_kwargs: Dict[str, Any],
                       options: ShardingOptions, device: torch.device, pg: dist.ProcessGroup,
                       local_world_size: int) -> ShardedSparseArch:
@@ -410,15 +383,13 @@ def shard_sparse_arch(unsharded: nn.Module, optimizer_type, optimizer_kwargs: Di
         pg: the process group.
         local_world_size: processes per node (for the planner's topology).
     """
-    from recbole_mtl.embedding.sparse_arch import SparseArch
-
     item_configs = unsharded.item_collection.embedding_configs()
     feature_configs = (unsharded.feature_collection.embedding_bag_configs()
                        if unsharded.feature_collection is not None else [])
     # planning and sharding draw random numbers (table init); keep the model's stream as in one process
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         items, features = _meta_collections(item_configs, feature_configs)
-        module = SparseArch(items, features)
+        module = type(unsharded)(items, features)  # the same arch, on meta tables
         apply_optimizer_in_backward(optimizer_type, module.parameters(), dict(optimizer_kwargs))  # it adds keys
         dims = {c.name: c.embedding_dim for c in list(item_configs) + list(feature_configs)}
         plan = plan_sharding(module, options, dims, [c.name for c in item_configs], device, pg, local_world_size)

@@ -143,8 +143,10 @@ def build_sparse_arch(spec: FeatureSpec, dim: int, optimizer: str, learning_rate
 
 
 def sharding_options(config) -> Optional["ShardingOptions"]:
-    """The per-table sharding constraints when ``config`` describes a multi-process run, else None."""
-    if config["single_spec"] is None or config["single_spec"]:
+    """The per-table sharding constraints when this process is one rank of several, else None."""
+    from recbole_mtl.distributed import context
+
+    if not context().is_distributed:
         return None
     from recbole_mtl.embedding.sharding import ShardingOptions
 

@@ -21,7 +21,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from recbole_mtl.compat import atomic_open
+from recbole_mtl.checkpoint import atomic_open
+from recbole_mtl.errors import TextFeatureError
 
 SUFFIX = "itememb"
 EMB_FIELD = "item_emb"
@@ -30,10 +31,6 @@ EMB_FIELD = "item_emb"
 #: ``alias_of_item_id: [item_emb_id]``, as RecBole's docs do for pretrained embeddings.
 ID_FIELD = "item_emb_id"
 FORMAT = 1
-
-
-class TextFeatureError(ValueError):
-    """A text feature file or its inputs are missing or do not match; says how to regenerate."""
 
 
 def default_plm() -> str:

@@ -9,7 +9,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from recbole_mtl.text.embed import EMB_FIELD, ID_FIELD, TextFeatureError, feature_paths, regenerate_command
+from recbole_mtl.errors import TextFeatureError
+from recbole_mtl.text.embed import EMB_FIELD, ID_FIELD, feature_paths, regenerate_command
 
 
 def load_item_vectors(dataset, folder: Path, dataset_name: str, plm: Optional[str] = None,

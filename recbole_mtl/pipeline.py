@@ -1,0 +1,188 @@
+"""The one way from a config to a trained and tested model: :func:`build`, then :func:`run`.
+
+Every entry point goes through here: the command line, :mod:`recbole_mtl.quick_start`, the
+benchmark command's worker, ``demo.py``, the scripts in ``benchmarks/`` and the tests.
+
+Example:
+    >>> from recbole_mtl.config import Config
+    >>> from recbole_mtl import pipeline
+    >>> config = Config(model="MTLRec", dataset="ml-100k", cmd_args=["--epochs=1"])
+    >>> result = pipeline.run(config)          # doctest: +SKIP
+    >>> result["test_result"]["ndcg@10"]       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from logging import getLogger
+from typing import Any, Optional
+
+from recbole.data import data_preparation
+from recbole.data.transform import construct_transform
+from recbole.data.utils import get_dataloader
+from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
+
+from recbole_mtl import checkpoint, distributed
+from recbole_mtl.config import Config
+from recbole_mtl.data.validate import build_dataset, validate_dataset
+from recbole_mtl.errors import CheckpointError, ConfigError
+from recbole_mtl.hardening import safe_create_dataset
+from recbole_mtl.utils import get_model, get_trainer, plugin_model_names
+
+
+@dataclass
+class Built:
+    """What :func:`build` makes from a config: the data, its loaders, the model and its trainer."""
+
+    config: Config
+    dataset: Any
+    train_data: Any
+    valid_data: Any
+    test_data: Any
+    model: Any
+    trainer: Any
+
+
+def build_data_and_model(config: Config) -> tuple:
+    """``(dataset, train_data, valid_data, test_data, model)`` for ``config``, seeded as RecBole does.
+
+    The atomic files are checked first (unless ``validate_data: False``); in a multi-process run
+    each rank gets its part of every training epoch and the whole of every evaluation.
+    """
+    if config["validate_data"] is not False:
+        validate_dataset(config)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = build_dataset(config, safe_create_dataset)
+    if distributed.context().is_distributed:
+        train_data, valid_data, test_data = _distributed_data(config, dataset)
+        # the same seed on every rank: the tables start as in one process (DDP syncs the rest)
+        init_seed(config["seed"], config["reproducibility"])
+    else:
+        train_data, valid_data, test_data = data_preparation(config, dataset)
+        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    if distributed.context().is_distributed:
+        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    return dataset, train_data, valid_data, test_data, model
+
+
+def _distributed_data(config: Config, dataset):
+    """RecBole's loaders with the training epoch split over ranks and evaluation whole on each.
+
+    Every rank evaluates every user: sharded lookups are collective, so all ranks run the same
+    evaluation batches, and the metrics equal those of one process.
+    """
+    with distributed.recbole_view(config, single_process=True):
+        train_data, valid_data, test_data = data_preparation(config, dataset)
+    train_data = get_dataloader(config, "train")(config, train_data._dataset, train_data._sampler,
+                                                 shuffle=config["shuffle"])
+    if train_data.sampler is not None and hasattr(train_data.sampler, "seed"):
+        train_data.sampler.seed = int(config["seed"])
+    return train_data, valid_data, test_data
+
+
+def build(config: Config) -> Built:
+    """Dataset, loaders, model and trainer for ``config`` (the plugin's trainer or RecBole's)."""
+    dataset, train_data, valid_data, test_data, model = build_data_and_model(config)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return Built(config, dataset, train_data, valid_data, test_data, model, trainer)
+
+
+def resume_path(config: Config) -> Optional[str]:
+    """The checkpoint a run continues from: ``checkpoint``, else the ``-last.pth`` when ``resume``."""
+    if config["checkpoint"]:
+        return config["checkpoint"]
+    if not config["resume"]:
+        return None
+    path = checkpoint.last_checkpoint_path(config)
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"--resume: nothing to resume from: {path} does not exist. Each finished epoch of a run "
+            "writes it (under checkpoint_dir); start without --resume, or pass --checkpoint=<file>."
+        )
+    return path
+
+
+def start(config: Config) -> None:
+    """Join the run's processes (under torchrun), seed and start RecBole's logger."""
+    if distributed.init_from_env(config) and config["model"] not in plugin_model_names():
+        raise ConfigError(f"multi-process training shards the plugin's models ({plugin_model_names()}); "
+                          f"run the RecBole model {config['model']} in one process (no --nproc, no torchrun).")
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+
+
+def run(config: Config, saved: bool = True, verbose: bool = True) -> dict:
+    """Train and test the model ``config`` names, as RecBole's ``run_recbole`` does.
+
+    Args:
+        config: the run's config (:class:`recbole_mtl.config.Config`).
+        saved: save the best checkpoint under ``checkpoint_dir`` and test with it.
+        verbose: log RecBole's per-epoch lines.
+
+    Returns:
+        RecBole's result dict: ``best_valid_score``, ``valid_score_bigger``,
+        ``best_valid_result``, ``test_result``, plus ``checkpoint`` (the saved file or None).
+    """
+    start(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+    built = build(config)
+    logger.info(built.dataset)
+    logger.info(built.model)
+    if config["model"] not in plugin_model_names():
+        transform = construct_transform(config)
+        flops = get_flops(built.model, built.dataset, config["device"], logger, transform)
+        logger.info(set_color("FLOPs", "blue") + f": {flops}")
+
+    trainer = built.trainer
+    resume_from = resume_path(config)
+    if resume_from:
+        trainer.resume_checkpoint(resume_from)
+    best_valid_score, best_valid_result = trainer.fit(
+        built.train_data, built.valid_data, verbose=verbose, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(built.test_data, load_best_model=saved, show_progress=config["show_progress"])
+
+    saved_file = trainer.saved_model_file if saved else None
+    if saved and distributed.context().is_distributed:  # every rank wrote its shards; rank 0 joins them
+        distributed.barrier()
+        if distributed.rank() == 0:
+            checkpoint.export_checkpoint(saved_file)
+        distributed.barrier()
+    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "checkpoint": saved_file,
+    }
+
+
+def load_data_and_model(model_file: str, config_dict: Optional[dict] = None):
+    """Rebuild config, data and model from a checkpoint (loaded with ``weights_only=True``).
+
+    Args:
+        model_file: a ``.pth`` written by a recbole_mtl run.
+        config_dict: overrides on top of the saved settings (e.g. ``{"data_path": ...}``).
+
+    Returns:
+        ``(config, model, dataset, train_data, valid_data, test_data)`` as RecBole's function.
+    """
+    state = checkpoint.load_checkpoint(model_file)
+    external = dict(state["config"]["external"])
+    external.update(config_dict or {})
+    model_name, dataset_name = external.pop("model"), external.pop("dataset")
+    config = Config(model=model_name, dataset=dataset_name, config_dict=external, cmd_args=[])
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset, train_data, valid_data, test_data, model = build_data_and_model(config)
+    model.load_state_dict(state["state_dict"])
+    checkpoint.load_other(model, state)
+    return config, model, dataset, train_data, valid_data, test_data
