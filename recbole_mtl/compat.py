@@ -25,6 +25,10 @@ This is the only module that patches RecBole. It fixes three things:
 * **Resumable runs.** Every finished epoch writes ``<checkpoint_dir>/<model>-<dataset>-last.pth``
   (model, optimizers, early-stopping state and every random-number generator, the train loader's
   included), so a killed run continues with ``--resume`` and ends where an uninterrupted run ends.
+* **RecBole's quick-start with this plugin's checkpoints.** ``recbole.quick_start.
+  load_data_and_model`` reads them with ``weights_only=True``; ``tune.report`` (the last line
+  of RecBole's ``objective_function``) does nothing without ray, as ray does outside a session.
+* **scipy >= 1.12.** ``dok_matrix._update``, used by RecBole's graph models, is restored.
 * **numpy shims.** RecBole's ``Config.compatibility_settings`` re-adds ``np.float`` and friends,
   which needs numpy < 2; :func:`check_numpy` says so clearly instead of an ``AttributeError``.
 """
@@ -538,8 +542,30 @@ def _patch_safe_loading() -> None:
         quick_start.create_dataset = safe_create_dataset
 
 
+def _tune_report_outside_session(*args: Any, **kwargs: Any) -> None:
+    """``ray.tune.report`` as real ray behaves outside a Tune session: nothing is reported.
+
+    Why: RecBole's ``objective_function`` ends with ``tune.report(**test_result)`` even when
+    no Tune session runs (its own tests, hyperopt tuning); ray then only warns, once.
+    """
+    global _TUNE_REPORT_WARNED
+    if not _TUNE_REPORT_WARNED:
+        _TUNE_REPORT_WARNED = True
+        getLogger(__name__).warning("tune.report: no Tune session (ray is not installed); the "
+                                    "metrics are returned by the caller, not reported.")
+
+
+_TUNE_REPORT_WARNED = False
+
+
 class _RayTunePlaceholder(types.ModuleType):
-    """Stands in for ``ray.tune`` inside ``recbole.quick_start`` when ray is absent."""
+    """Stands in for ``ray.tune`` inside ``recbole.quick_start`` when ray is absent.
+
+    ``report`` does what ray does outside a Tune session (nothing); every other name is only
+    needed by a real Tune run and raises a clear ``ImportError``.
+    """
+
+    report = staticmethod(_tune_report_outside_session)
 
     def __getattr__(self, name):
         raise ImportError(
@@ -563,6 +589,42 @@ def _import_quick_start_without_ray() -> None:
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
+
+
+def _recbole_load_data_and_model(model_file: str):
+    """``recbole.quick_start.load_data_and_model`` for this plugin's checkpoints.
+
+    Why: RecBole's version reads the checkpoint with a bare ``torch.load`` (``weights_only=True``
+    on torch >= 2.6) and expects a pickled ``Config`` in it; checkpoints here hold plain data,
+    so the plugin's loader (same signature and return value) rebuilds the ``Config`` instead.
+    """
+    from recbole_mtl.quick_start import load_data_and_model
+
+    return load_data_and_model(model_file)
+
+
+def _patch_quick_start_load_data_and_model() -> None:
+    quick_start = sys.modules.get("recbole.quick_start.quick_start")
+    if quick_start is None:  # ray is installed: importing quick_start here would import ray
+        return
+    quick_start.load_data_and_model = _recbole_load_data_and_model
+    sys.modules["recbole.quick_start"].load_data_and_model = _recbole_load_data_and_model
+
+
+def _dok_update(self, data: dict) -> None:
+    """``dok_matrix._update`` as scipy < 1.12 had it: store ``{(row, col): value}`` unchecked.
+
+    Why: RecBole's LightGCN, NGCF, SpectralCF, GCMC, NCL, KGIN and MCCLK build their adjacency
+    matrix with it, and scipy 1.12 removed it when dok_matrix stopped being a dict subclass.
+    """
+    self._dict.update(data)
+
+
+def _patch_scipy_dok_update() -> None:
+    import scipy.sparse as sp
+
+    if not hasattr(sp.dok_matrix, "_update") and hasattr(sp.dok_matrix((1, 1)), "_dict"):
+        sp.dok_matrix._update = _dok_update
 
 
 def _import_torchrec_keeping_root_logger() -> None:
@@ -606,6 +668,8 @@ def apply() -> None:
     rb_trainer.PretrainTrainer.save_pretrained_model = _save_pretrained_model
     _import_quick_start_without_ray()
     _patch_safe_loading()
+    _patch_quick_start_load_data_and_model()
+    _patch_scipy_dok_update()
     _import_torchrec_keeping_root_logger()
     _APPLIED = True
     getLogger(__name__).debug("recbole_mtl compatibility patches applied")
