@@ -28,7 +28,7 @@ This is the only module that patches RecBole. It fixes three things:
 * **RecBole's quick-start with this plugin's checkpoints.** ``recbole.quick_start.
   load_data_and_model`` reads them with ``weights_only=True``; ``tune.report`` (the last line
   of RecBole's ``objective_function``) does nothing without ray, as ray does outside a session.
-* **scipy >= 1.12.** ``dok_matrix._update``, used by RecBole's graph models, is restored.
+* **Newer scipy.** ``dok_matrix._update`` (gone in scipy 1.13), used by RecBole's graph models, is restored.
 * **numpy shims.** RecBole's ``Config.compatibility_settings`` re-adds ``np.float`` and friends,
   which needs numpy < 2; :func:`check_numpy` says so clearly instead of an ``AttributeError``.
 """
@@ -612,10 +612,10 @@ def _patch_quick_start_load_data_and_model() -> None:
 
 
 def _dok_update(self, data: dict) -> None:
-    """``dok_matrix._update`` as scipy < 1.12 had it: store ``{(row, col): value}`` unchecked.
+    """``dok_matrix._update`` as older scipy had it: store ``{(row, col): value}`` unchecked.
 
     Why: RecBole's LightGCN, NGCF, SpectralCF, GCMC, NCL, KGIN and MCCLK build their adjacency
-    matrix with it, and scipy 1.12 removed it when dok_matrix stopped being a dict subclass.
+    matrix with it; scipy 1.13 keeps the entries in ``self._dict`` and has no ``_update``.
     """
     self._dict.update(data)
 
