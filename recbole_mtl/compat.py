@@ -28,6 +28,8 @@ This is the only module that patches RecBole. It fixes three things:
 * **RecBole's quick-start with this plugin's checkpoints.** ``recbole.quick_start.
   load_data_and_model`` reads them with ``weights_only=True``; ``tune.report`` (the last line
   of RecBole's ``objective_function``) does nothing without ray, as ray does outside a session.
+* **FLOPs.** RecBole's ``get_flops`` (logged only) warns instead of stopping a run whose
+  model refuses ``predict`` (GRU4RecCPR, SASRecCPR).
 * **Newer scipy.** ``dok_matrix._update`` (gone in scipy 1.13), used by RecBole's graph models, is restored.
 * **numpy shims.** RecBole's ``Config.compatibility_settings`` re-adds ``np.float`` and friends,
   which needs numpy < 2; :func:`check_numpy` says so clearly instead of an ``AttributeError``.
@@ -627,6 +629,39 @@ def _patch_scipy_dok_update() -> None:
         sp.dok_matrix._update = _dok_update
 
 
+def _flops_or_warning(original):
+    """``recbole.utils.get_flops`` that logs a warning instead of stopping the run when it fails.
+
+    Why: RecBole counts FLOPs (a number it only logs) by calling ``predict`` on a copy of the
+    model before training; GRU4RecCPR and SASRecCPR refuse ``predict`` (``assert False``), so
+    ``run_recbole`` stopped before training for them.
+    """
+
+    def get_flops(model, dataset, device, logger, transform, verbose=False):
+        try:
+            return original(model, dataset, device, logger, transform, verbose)
+        except Exception as e:  # noqa: BLE001  (the model itself is untouched: get_flops works on a copy)
+            logger.warning(f"FLOPs not counted: {type(model).__name__}.predict failed on one interaction "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else 'no detail'}).")
+            return None
+
+    get_flops.__wrapped__ = original
+    return get_flops
+
+
+def _patch_get_flops() -> None:
+    import recbole.utils
+    import recbole.utils.utils
+
+    if hasattr(recbole.utils.get_flops, "__wrapped__"):
+        return
+    patched = _flops_or_warning(recbole.utils.utils.get_flops)
+    recbole.utils.utils.get_flops = recbole.utils.get_flops = patched
+    quick_start = sys.modules.get("recbole.quick_start.quick_start")
+    if quick_start is not None:
+        quick_start.get_flops = patched
+
+
 def _import_torchrec_keeping_root_logger() -> None:
     import logging
 
@@ -670,6 +705,7 @@ def apply() -> None:
     _patch_safe_loading()
     _patch_quick_start_load_data_and_model()
     _patch_scipy_dok_update()
+    _patch_get_flops()
     _import_torchrec_keeping_root_logger()
     _APPLIED = True
     getLogger(__name__).debug("recbole_mtl compatibility patches applied")

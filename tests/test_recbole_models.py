@@ -1,7 +1,7 @@
 """RecBole's own models and entry points with the plugin imported, on today's stack.
 
-A fast subset of ``benchmarks/recbole_models.py`` (one model of each kind, plus the graph models
-that need the scipy fix), run in this process through the same function the sweep's workers run,
+A fast subset of ``benchmarks/recbole_models.py`` (one model of each kind, plus models that need a
+fix of the compatibility layer: LightGCN and NGCF the scipy one, GRU4RecCPR the FLOPs one), run in this process through the same function the sweep's workers run,
 and RecBole's ``objective_function``, ``run_recbole`` and ``load_data_and_model`` without ray.
 """
 
@@ -50,7 +50,7 @@ def test_needs_table_follows_model_attributes(sweep_data, tmp_path):
     assert {"kg", "link"} <= set(cke["load_col"])
 
 
-@pytest.mark.parametrize("model", ["BPR", "LightGCN", "NGCF", "DeepFM", "STAMP", "CKE"])
+@pytest.mark.parametrize("model", ["BPR", "LightGCN", "NGCF", "GRU4RecCPR", "DeepFM", "STAMP", "CKE"])
 def test_recbole_model_trains_saves_and_reloads(model, sweep_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = sweep.train_and_reload(model, sweep_data, str(tmp_path / model))
