@@ -186,11 +186,12 @@ def model_config(name: str, data_path: str, workdir: str) -> tuple[dict, list[st
     return config, reasons
 
 
-# Causes of failures that are not the plugin's to fix: (pattern in the error line, cause).
+# Causes of failures that are not the plugin's to fix: (pattern in the error line, cause; {0} is
+# the pattern's first group).
 KNOWN_CAUSES: list[tuple[str, str]] = [
     (r"No module named '(lightgbm|xgboost|faiss|dgl|torch_geometric|torch_scatter|torch_sparse)",
-     "needs the optional package named in the error, which RecBole imports inside the model and does "
-     "not install; installing it is the user's choice, nothing to patch"),
+     "needs the optional package `{0}`, which RecBole imports inside the model and does not install "
+     "(nor does this project's pinned stack); installing it is the user's choice, nothing to patch"),
     (r"\.ent\b|ent_id|ent_emb|additional_feat_suffix",
      "needs pretrained entity embeddings (<dataset>.ent, additional_feat_suffix: ent); ml-100k does not "
      "ship them: data the user must provide, not a compatibility problem"),
@@ -201,8 +202,9 @@ KNOWN_CAUSES: list[tuple[str, str]] = [
 KNOWN_LIMITS: dict[str, str] = {
     "S3Rec": "its pre-training (RecBole's default stage) builds masked samples in Python, drawing each negative by "
              "membership in a list of the whole batch (quadratic in the batch size), and broadcasts the attribute "
-             "scores to [B*L, attributes, H]: one pre-training epoch of this slice takes > 4 GB at the default batch "
-             "of 2048 and > 250 s at 256. RecBole's model code, not a compatibility problem",
+             "scores to [B*L, attributes, H]; one pre-training epoch of this slice goes past the cap within a "
+             "minute (with histories of 50 and a batch of 256 it ran over 250 s). RecBole's model code, not a "
+             "compatibility problem",
 }
 
 
@@ -215,8 +217,9 @@ def explain(record: dict) -> str:
     if record["status"] == "memory":
         return f"went over the {record['limit']} MB memory cap of the sweep"
     for pattern, cause in KNOWN_CAUSES:
-        if re.search(pattern, record.get("error", "")):
-            return cause
+        match = re.search(pattern, record.get("error", ""))
+        if match:
+            return cause.format(*match.groups())
     return ""
 
 

@@ -111,3 +111,15 @@ def test_a_real_tune_run_still_says_ray_is_needed():
     assert quick_start.tune.report(recall=0.5) is None
     with pytest.raises(ImportError, match=r"pip install 'ray\[tune\]"):
         quick_start.tune.Tuner(lambda config: None)
+
+
+def test_other_parameter_keeps_int_keys_through_a_safe_checkpoint(tmp_path):
+    """RippleNet's ``ripple_set`` is keyed by user id; the reloaded model must find user 1."""
+    from recbole_mtl.compat import atomic_torch_save, pack_other, unpack_other
+
+    ripple_set = {1: [(torch.tensor([3, 4]), torch.tensor([0, 1]), torch.tensor([5, 6]))], 2: []}
+    path = tmp_path / "other.pth"
+    atomic_torch_save({"other_parameter": pack_other({"ripple_set": ripple_set})}, path)
+    reloaded = unpack_other(torch.load(path, weights_only=True)["other_parameter"])["ripple_set"]
+    assert set(reloaded) == {1, 2}
+    torch.testing.assert_close(reloaded[1][0][2], torch.tensor([5, 6]))
