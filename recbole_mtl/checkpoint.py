@@ -117,6 +117,17 @@ def to_plain(value: Any) -> Any:
     return str(value)
 
 
+def _packed_key(key: Any) -> Any:
+    """A dict key of ``other_parameter`` as ``weights_only=True`` loads it back: ints stay ints.
+
+    Why: RippleNet's ``ripple_set`` is keyed by user id; keys turned into ``str`` are not found
+    after a reload (``KeyError: 1`` at test time).
+    """
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        return int(key)
+    return str(key)
+
+
 def pack_other(value: Any) -> Any:
     """A model's ``other_parameter()`` as tensors and plain data (reversed by :func:`unpack_other`).
 
@@ -136,7 +147,7 @@ def pack_other(value: Any) -> Any:
         return {"__scipy_sparse__": value.format, "shape": list(coo.shape), "row": torch.from_numpy(coo.row.astype(np.int64)),
                 "col": torch.from_numpy(coo.col.astype(np.int64)), "data": torch.from_numpy(np.asarray(coo.data))}
     if isinstance(value, dict):
-        packed = {str(k): pack_other(v) for k, v in value.items()}
+        packed = {_packed_key(k): pack_other(v) for k, v in value.items()}
         return {k: v for k, v in packed.items() if v is not _SKIP}
     if isinstance(value, (list, tuple)):
         packed = [pack_other(v) for v in value]

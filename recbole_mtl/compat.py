@@ -13,6 +13,7 @@ import importlib.util
 import sys
 import types
 from logging import getLogger
+from typing import Any
 
 import numpy as np
 
@@ -125,9 +126,28 @@ def _wrap_fit(original):
     return fit
 
 
+# RecBole's objective_function ends with tune.report(**test_result): outside a Tune session ray does nothing.
+def _tune_report_outside_session(*args: Any, **kwargs: Any) -> None:
+    """``ray.tune.report`` as real ray behaves outside a Tune session: nothing is reported (one warning)."""
+    global _TUNE_REPORT_WARNED
+    if not _TUNE_REPORT_WARNED:
+        _TUNE_REPORT_WARNED = True
+        getLogger(__name__).warning("tune.report: no Tune session (ray is not installed); the "
+                                    "metrics are returned by the caller, not reported.")
+
+
+_TUNE_REPORT_WARNED = False
+
+
 # recbole.quick_start imports ray.tune at module level although only tuning uses it: import it without ray.
 class _RayTunePlaceholder(types.ModuleType):
-    """Stands in for ``ray.tune`` inside ``recbole.quick_start`` when ray is absent."""
+    """Stands in for ``ray.tune`` inside ``recbole.quick_start`` when ray is absent.
+
+    ``report`` does what ray does outside a Tune session (nothing); every other name is only
+    needed by a real Tune run and raises a clear ``ImportError``.
+    """
+
+    report = staticmethod(_tune_report_outside_session)
 
     def __getattr__(self, name):
         raise ImportError(
@@ -151,6 +171,64 @@ def _import_quick_start_without_ray() -> None:
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
+
+
+# RecBole's load_data_and_model expects a pickled Config in a bare torch.load: use the plugin's loader.
+def _recbole_load_data_and_model(model_file: str):
+    """``recbole.quick_start.load_data_and_model`` for this plugin's checkpoints (same signature and return)."""
+    from recbole_mtl.quick_start import load_data_and_model
+
+    return load_data_and_model(model_file)
+
+
+def _patch_quick_start_load_data_and_model() -> None:
+    quick_start = sys.modules.get("recbole.quick_start.quick_start")
+    if quick_start is None:  # ray is installed: importing quick_start here would import ray
+        return
+    quick_start.load_data_and_model = _recbole_load_data_and_model
+    sys.modules["recbole.quick_start"].load_data_and_model = _recbole_load_data_and_model
+
+
+# scipy 1.13 dropped dok_matrix._update, which RecBole's graph models (LightGCN, NGCF, ...) call.
+def _dok_update(self, data: dict) -> None:
+    """``dok_matrix._update`` as older scipy had it: store ``{(row, col): value}`` unchecked."""
+    self._dict.update(data)
+
+
+def _patch_scipy_dok_update() -> None:
+    import scipy.sparse as sp
+
+    if not hasattr(sp.dok_matrix, "_update") and hasattr(sp.dok_matrix((1, 1)), "_dict"):
+        sp.dok_matrix._update = _dok_update
+
+
+# RecBole counts FLOPs (logged only) with predict; GRU4RecCPR/SASRecCPR refuse predict and stopped the run.
+def _flops_or_warning(original):
+    """``recbole.utils.get_flops`` that logs a warning instead of stopping the run when it fails."""
+
+    def get_flops(model, dataset, device, logger, transform, verbose=False):
+        try:
+            return original(model, dataset, device, logger, transform, verbose)
+        except Exception as e:  # noqa: BLE001  (the model itself is untouched: get_flops works on a copy)
+            logger.warning(f"FLOPs not counted: {type(model).__name__}.predict failed on one interaction "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else 'no detail'}).")
+            return None
+
+    get_flops.__wrapped__ = original
+    return get_flops
+
+
+def _patch_get_flops() -> None:
+    import recbole.utils
+    import recbole.utils.utils
+
+    if hasattr(recbole.utils.get_flops, "__wrapped__"):
+        return
+    patched = _flops_or_warning(recbole.utils.utils.get_flops)
+    recbole.utils.utils.get_flops = recbole.utils.get_flops = patched
+    quick_start = sys.modules.get("recbole.quick_start.quick_start")
+    if quick_start is not None:
+        quick_start.get_flops = patched
 
 
 # importing torchrec adds a root-logger handler, which turns RecBole's init_logger (basicConfig) into a no-op.
@@ -234,6 +312,9 @@ def apply() -> None:
     rb_trainer.Trainer.on_epoch_end = on_epoch_end
     rb_trainer.PretrainTrainer.save_pretrained_model = _save_pretrained_model
     _import_quick_start_without_ray()
+    _patch_quick_start_load_data_and_model()
+    _patch_scipy_dok_update()
+    _patch_get_flops()
     _import_torchrec_keeping_root_logger()
     _APPLIED = True
     getLogger(__name__).debug("recbole_mtl compatibility patches applied")
