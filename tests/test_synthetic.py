@@ -91,9 +91,10 @@ def test_bad_arguments_are_refused_with_the_flag_named(tmp_path):
 
 
 def test_the_recipe_trains_mtlrec_with_every_task(tmp_path, workdir):
-    _generate(tmp_path / "synthetic", users=150, items=200, interactions=4000)
+    _generate(tmp_path / "synthetic", users=500, items=200, interactions=15000)  # 500 test interactions
     config = base_config(tmp_path, MAX_ITEM_LIST_LENGTH=10, embedding_size=16, n_layers=1, n_heads=1,
-                         inner_size=32, shared_hidden=[16], tower_hidden=[16], category_batch_size=32)
+                         inner_size=32, shared_hidden=[16], tower_hidden=[16], category_batch_size=32,
+                         window_batch_size=64, epochs=10, valid_metric="interest_auc")  # ~20 steps an epoch
     del config["load_col"]  # the recipe's load_col applies
     result = run_recbole_mtl(model="MTLRec", dataset="synthetic", config_dict=config, cmd_args=[])
     test = result["test_result"]
