@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from recbole_mtl.data.labels import LabelSource
+from recbole_mtl.tasks.common import MLP
 
 
 class TaskBatch(Protocol):
@@ -114,6 +115,32 @@ class Task(nn.Module):
 
     def _round(self, values: dict[str, float]) -> dict[str, float]:
         return {f"{self.name}_{k}": round(float(v), self.decimals) for k, v in values.items()}
+
+
+class PairHead(MLP):
+    """Scores user-item pairs: ``[N, D], [N, D] -> [N]`` from ``[u, v, u * v]``."""
+
+    def __init__(self, dim: int, hidden, dropout: float):
+        super().__init__(3 * dim, hidden, 1, dropout)
+
+    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.cat([user, item, user * item], dim=-1)).squeeze(-1)
+
+
+class PairTask(Task):
+    """A user-side task scored on (history, next item) pairs: a :class:`PairHead` over the user
+    representation at each position and the representation of the item its interaction is with."""
+
+    def __init__(self, config, dataset, dim: int, dropout: float):
+        super().__init__(config, dataset, dim, dropout)
+        self.head = PairHead(dim, list(config["tower_hidden"] or []), dropout)
+
+    def items(self, batch: TaskBatch) -> torch.Tensor:
+        return batch.next_item
+
+    def pair_scores(self, batch: TaskBatch) -> torch.Tensor:
+        """``[N]`` head outputs at the batch's positions."""
+        return self.head(batch.user(self.name), batch.target_representation(batch.next_item))
 
 
 def masked_mean(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

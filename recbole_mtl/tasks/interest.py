@@ -14,8 +14,8 @@ from recbole.evaluator.metrics import AUC, LogLoss
 from torch.nn import functional as F
 
 from recbole_mtl.data.labels import LabelSource, register_label_source
-from recbole_mtl.tasks.base import Task, TaskBatch
-from recbole_mtl.tasks.common import MLP, binary_counts, prf
+from recbole_mtl.tasks.base import PairTask, TaskBatch
+from recbole_mtl.tasks.common import binary_counts, prf
 
 INTEREST_LABEL = register_label_source(LabelSource(
     task="interest", config_key="interest_label_field", file="inter", column="interest_label",
@@ -25,17 +25,7 @@ INTEREST_LABEL = register_label_source(LabelSource(
 ))
 
 
-class PairHead(MLP):
-    """Scores user-item pairs: ``[N, D], [N, D] -> [N]`` from ``[u, v, u * v]``."""
-
-    def __init__(self, dim: int, hidden, dropout: float):
-        super().__init__(3 * dim, hidden, 1, dropout)
-
-    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        return super().forward(torch.cat([user, item, user * item], dim=-1)).squeeze(-1)
-
-
-class InterestTask(Task):
+class InterestTask(PairTask):
     name = "interest"
     label_source = INTEREST_LABEL
     valid_metric = "interest_auc"
@@ -46,14 +36,10 @@ class InterestTask(Task):
 
     def __init__(self, config, dataset, dim: int, dropout: float):
         super().__init__(config, dataset, dim, dropout)
-        self.head = PairHead(dim, list(config["tower_hidden"] or []), dropout)
         self._auc, self._logloss = AUC(config), LogLoss(config)
 
-    def items(self, batch: TaskBatch) -> torch.Tensor:
-        return batch.next_item
-
     def logits(self, batch: TaskBatch) -> torch.Tensor:
-        return self.head(batch.user(self.name), batch.target_representation(batch.next_item))
+        return self.pair_scores(batch)
 
     def loss(self, batch: TaskBatch) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(self.logits(batch), batch.label(self.label_column).float())

@@ -14,8 +14,7 @@ from recbole.evaluator.metrics import MAE, RMSE
 from torch.nn import functional as F
 
 from recbole_mtl.data.labels import LabelSource, register_label_source
-from recbole_mtl.tasks.base import Task, TaskBatch
-from recbole_mtl.tasks.interest import PairHead
+from recbole_mtl.tasks.base import PairTask, TaskBatch
 
 RATING_LABEL = register_label_source(LabelSource(
     task="rating", config_key="rating_label_field", file="inter", column="rating_label",
@@ -23,7 +22,7 @@ RATING_LABEL = register_label_source(LabelSource(
 ))
 
 
-class RatingTask(Task):
+class RatingTask(PairTask):
     name = "rating"
     label_source = RATING_LABEL
     valid_metric = "rating_rmse"
@@ -33,15 +32,11 @@ class RatingTask(Task):
 
     def __init__(self, config, dataset, dim: int, dropout: float):
         super().__init__(config, dataset, dim, dropout)
-        self.head = PairHead(dim, list(config["tower_hidden"] or []), dropout)
         self._rmse, self._mae = RMSE(config), MAE(config)
-
-    def items(self, batch: TaskBatch) -> torch.Tensor:
-        return batch.next_item
 
     def predict(self, batch: TaskBatch) -> torch.Tensor:
         """Predicted rating ``[B]`` of the next interaction."""
-        return self.head(batch.user(self.name), batch.target_representation(batch.next_item))
+        return self.pair_scores(batch)
 
     def loss(self, batch: TaskBatch) -> torch.Tensor:
         return F.mse_loss(self.predict(batch), batch.label(self.label_column).float())
