@@ -256,7 +256,8 @@ class MultiTaskRecommender(SequentialRecommender):
         batch = _Batch(self, interaction, training, all_positions)
         seq = interaction[self.ITEM_SEQ]
         wanted = {name: self.heads[name].items(batch) for name in self.tasks}
-        needs_rep = [ids for name, ids in wanted.items() if ids is not None and name != "sequence"]
+        needs_rep = [ids for name, ids in wanted.items()
+                     if ids is not None and self.heads[name].reads_item_representation]
         rep_ids = torch.unique(torch.cat(needs_rep)) if needs_rep else None
         item_ids = torch.unique(torch.cat([seq.flatten()] + [ids for ids in wanted.values() if ids is not None]))
         emb, pooled = self._lookup(interaction, item_ids, rep_ids)
@@ -324,12 +325,20 @@ class MultiTaskRecommender(SequentialRecommender):
         return {name: self.heads[name].predict(batch) for name in self.user_tasks}
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
-        return self.predict_tasks(interaction)["sequence"]
+        return self.predict_tasks(interaction)[self._ranking_task()]
 
     def predict(self, interaction) -> torch.Tensor:
         """Score of ``interaction[ITEM_ID]`` as the next item (RecBole's sampled evaluation)."""
         batch = self._step(interaction, training=False)
-        return self.heads["sequence"].score(batch)
+        return self.heads[self._ranking_task()].score(batch)
+
+    def _ranking_task(self) -> str:
+        """The task RecBole's ranking evaluation scores (``evaluation == "ranking"``)."""
+        ranking = [name for name in self.tasks if self.heads[name].evaluation == "ranking"]
+        if not ranking:
+            raise ConfigError(f"ranking evaluation needs a ranking task among `tasks` ({self.tasks}); "
+                              "add sequence to tasks.")
+        return ranking[0]
 
     def item_predictions(self, task: str, phase: str) -> tuple[torch.Tensor, torch.Tensor]:
         """An item-side task's probabilities ``[N, C]`` and labels of its held-out items of ``phase``."""

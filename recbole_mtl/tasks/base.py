@@ -67,6 +67,8 @@ class Task(nn.Module):
     valid_metric: ClassVar[str] = ""
     #: Metrics the benchmark plots for this task.
     plotted: ClassVar[tuple[str, ...]] = ()
+    #: Whether the ids of :meth:`items` need the item tower (attributes), not only id embeddings.
+    reads_item_representation: ClassVar[bool] = True
 
     def __init__(self, config, dataset, dim: int, dropout: float):
         super().__init__()

@@ -25,6 +25,7 @@ class SequenceTask(Task):
     valid_metric = "NDCG@10"
     metric_names = ("ndcg@10", "hit@10", "recall@10", "mrr@10", "precision@10")
     plotted = ("ndcg@10", "hit@10")
+    reads_item_representation = False  # scores against id embeddings (with text) only
 
     def __init__(self, config, dataset, dim: int, dropout: float):
         super().__init__(config, dataset, dim, dropout)
