@@ -231,6 +231,27 @@ def _patch_get_flops() -> None:
         quick_start.get_flops = patched
 
 
+# RecBole's ensure_dir checks, then creates: ranks started together race on ./log (FileExistsError).
+def _ensure_dir(dir_path) -> None:
+    """``recbole.utils.ensure_dir`` without the race: create the folder unless it exists."""
+    import os
+
+    os.makedirs(dir_path, exist_ok=True)
+
+
+def _patch_ensure_dir() -> None:
+    import recbole.data.dataset.dataset
+    import recbole.data.utils
+    import recbole.trainer.trainer
+    import recbole.utils
+    import recbole.utils.logger
+    import recbole.utils.utils
+
+    for module in (recbole.utils.utils, recbole.utils, recbole.utils.logger, recbole.data.utils,
+                   recbole.data.dataset.dataset, recbole.trainer.trainer):
+        module.ensure_dir = _ensure_dir
+
+
 # importing torchrec adds a root-logger handler, which turns RecBole's init_logger (basicConfig) into a no-op.
 def _import_torchrec_keeping_root_logger() -> None:
     import logging
@@ -315,6 +336,7 @@ def apply() -> None:
     _patch_quick_start_load_data_and_model()
     _patch_scipy_dok_update()
     _patch_get_flops()
+    _patch_ensure_dir()
     _import_torchrec_keeping_root_logger()
     _APPLIED = True
     getLogger(__name__).debug("recbole_mtl compatibility patches applied")
