@@ -164,13 +164,16 @@ def test_fused_tables_update_exactly_once_per_step(method, fixed_step, data_root
         torch.testing.assert_close(table(other, name) - before_other[name], deltas[name], atol=1e-6, rtol=1e-4)
 
 
-def test_pcgrad_applies_the_projected_gradient_to_shared_parameters_only(data_root):
-    model, _, dense_before, surgery, trainer = _step(data_root, model_name="MMoE", loss_balance="pcgrad")
+@pytest.mark.parametrize("category_head", ["neighbours", "mlp"])
+def test_pcgrad_applies_the_projected_gradient_to_shared_parameters_only(data_root, category_head):
+    model, _, dense_before, surgery, trainer = _step(data_root, model_name="MMoE", loss_balance="pcgrad",
+                                                     category_head=category_head)
     assert surgery and not trainer._surgery  # computed during the loss, consumed by the step
     names = {id(p): n for n, p in model.named_parameters()}
     shared = {names[id(p)] for p, _ in surgery}
     assert any(n.startswith("encoder.") for n in shared) and any(n.startswith("mixture.experts.") for n in shared)
-    assert any(n.startswith("item_tower.") for n in shared)
+    # the item tower is shared by interest and the mlp category head; the neighbours head reads id embeddings
+    assert any(n.startswith("item_tower.") for n in shared) == (category_head == "mlp")
     assert not any(n.startswith(("mixture.gate.", "heads.")) for n in shared)
     for param, grad in surgery:  # learner sgd, lr 0.1: the step applied exactly the PCGrad gradient
         torch.testing.assert_close(param.detach() - dense_before[names[id(param)]], -0.1 * grad)

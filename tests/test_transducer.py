@@ -245,3 +245,71 @@ def test_rating_label_is_the_raw_rating_even_when_recbole_normalises_it(data_roo
     assert float(dataset.inter_feat["rating"].max()) == 1.0  # RecBole's min-max normalisation
     assert set(dataset.inter_feat["rating_label"].unique().tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}
     assert model.tasks == ["sequence", "rating"]
+
+
+# -- category head: neighbours -----------------------------------------------------------------
+def test_neighbour_head_on_a_hand_computed_case():
+    from recbole_mtl.tasks.category import NeighbourHead
+    head = NeighbourHead()
+    with torch.no_grad():
+        head.log_temperature.fill_(math.log(2.0))
+    keys = torch.tensor([[1.0, 0.0], [0.0, 3.0], [2.0, 2.0]])  # cosines with [1, 0]: 1, 0, 1/sqrt(2)
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    query = torch.tensor([[5.0, 0.0]])
+    w = [math.exp(2.0), math.exp(0.0), math.exp(2.0 / math.sqrt(2.0))]
+    expected = torch.tensor([[(w[0] + w[2]) / sum(w), (w[1] + w[2]) / sum(w)]])
+    torch.testing.assert_close(head(query, keys, labels), expected)
+    # the query's own row left out: only keys 1 and 2 remain
+    own = torch.tensor([[True, False, False]])
+    expected = torch.tensor([[w[2] / (w[1] + w[2]), 1.0]])
+    torch.testing.assert_close(head(query, keys, labels, own), expected)
+
+
+def test_a_training_item_never_reads_its_own_categories(built):
+    _, _, train, _, _, model = built
+    category = model.task("category")
+    batch = next(iter(WindowDataLoader(built[0], train.dataset, shuffle=False)))
+    with torch.no_grad():
+        step = model._step(batch, training=True)
+        ids = torch.unique(category._items)
+        before = category._probabilities(step, ids, step.item_embedding(ids))
+        item, other = ids[0], ids[1:]
+        saved = category.labels[item].clone()
+        category.labels[item] = 1.0 - saved  # flip every label of one training item
+        after = category._probabilities(step, ids, step.item_embedding(ids))
+        category.labels[item] = saved
+    torch.testing.assert_close(after[0], before[0])  # its own prediction does not move
+    assert not torch.allclose(after[1:], before[1:])  # the others read it as a neighbour
+    assert len(other) > 0
+
+
+# -- action input ----------------------------------------------------------------------------------
+def test_action_input_is_causal_and_never_reads_the_predicted_outcome(data_root):
+    config, _, train, _, _, model = build(data_root, action_input=True)
+    model.eval()
+    batch = train.dataset.join(WindowDataLoader(config, train.dataset, shuffle=False).windows.batch(torch.arange(4)))
+    row = int(batch["item_length"].argmax())
+    col = int(batch["item_length"][row]) // 2
+
+    def states(interaction):
+        with torch.no_grad():
+            seq = interaction["item_id_list"]
+            emb = model._lookup(None, seq.flatten(), None)[0].view(*seq.shape, -1)
+            return model.encoder(model._encoder_input(interaction, seq, emb), interaction["item_length"])
+
+    base = states(batch)
+    flipped = Interaction({k: batch[k].clone() for k in batch.columns})
+    flipped["interest_label_list"][row, col] = 1 - flipped["interest_label_list"][row, col]
+    changed = states(flipped)
+    torch.testing.assert_close(changed[row, :col], base[row, :col])  # earlier positions cannot see it
+    assert not torch.allclose(changed[row, col], base[row, col])  # the position after it does
+    # the outcome each position predicts (next_interest_label) is never an encoder input
+    hidden = Interaction({k: batch[k].clone() for k in batch.columns})
+    hidden[NEXT_PREFIX + "interest_label"] = 1 - hidden[NEXT_PREFIX + "interest_label"]
+    torch.testing.assert_close(states(hidden), base)
+
+
+def test_action_input_without_an_interest_label_is_a_clear_error(data_root):
+    from recbole_mtl.errors import ConfigError
+    with pytest.raises(ConfigError, match="action_input: True .* interest_label_field"):
+        build(data_root, action_input=True, interest_label_field=None, tasks=["sequence", "category"])

@@ -45,6 +45,7 @@ from recbole_mtl.model.encoders import build_encoder
 from recbole_mtl.model.mixtures import SharedBottom
 from recbole_mtl.tasks import REGISTRY, TASK_NAMES, resolve_tasks
 from recbole_mtl.tasks.common import MLP
+from recbole_mtl.tasks.interest import INTEREST_LABEL
 from recbole_mtl.text.embed import feature_folder
 from recbole_mtl.text.features import load_item_vectors
 from recbole_mtl.text.fusion import TextFusion
@@ -90,7 +91,7 @@ class _Batch:
 
     def target_representation(self, ids: torch.Tensor) -> torch.Tensor:
         if self._target_rep is None:
-            self._target_rep = self.model._with_item_labels(self._rep_ids, self._rep)
+            self._target_rep = self.model._with_item_labels(self, self._rep_ids, self._rep)
         return self._target_rep[self._index(self._rep_ids, ids)]
 
 
@@ -127,6 +128,9 @@ class MultiTaskRecommender(SequentialRecommender):
         )
         self.text = self._build_text_fusion(config, dataset)
         self.encoder = build_encoder(config, self.dim, self.max_seq_length)
+        self.action_field = self._action_field(config, dataset)
+        #: embedding of each history interaction's outcome (0: padding, 1: not liked, 2: liked)
+        self.action_embedding = nn.Embedding(3, self.dim) if self.action_field else None
         self.time_field = self._time_field(config, dataset)
         n_user_in = self.dim * (1 + len(self.spec.user_fields)) + len(self.spec.user_floats)
         n_item_in = self.dim * (1 + len(self.spec.item_fields)) + len(self.spec.item_floats)
@@ -160,6 +164,27 @@ class MultiTaskRecommender(SequentialRecommender):
         )
         return TextFusion(vectors.to(self.device), self.dim, str(config["text_adapter"] or "linear"),
                           str(config["text_fusion"] or "add"))
+
+    def _action_field(self, config, dataset) -> Optional[str]:
+        """The ``.inter`` label column whose value at each history position is an encoder input
+        (``action_input``: the interest label, HSTU's actions); ``~``: on when the dataset has it."""
+        setting, column = config["action_input"], INTEREST_LABEL.column
+        present = column in dataset.inter_feat
+        if setting is None:
+            return column if present else None
+        if setting and not present:
+            raise ConfigError(
+                "action_input: True feeds each history interaction's interest label to the encoder, but the "
+                "dataset has no interest label: set interest_label_field to an .inter field (e.g. rating), or "
+                "action_input: ~ (on when there is one) or False.")
+        return column if setting else None
+
+    def _encoder_input(self, interaction, seq: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Item embeddings ``[B, L, D]`` of the history, plus each interaction's outcome (``action_input``)."""
+        if self.action_field is None:
+            return emb
+        actions = interaction[self.action_field + "_list"].long().clamp(0, 1) + 1
+        return emb + self.action_embedding(torch.where(seq > 0, actions, torch.zeros_like(actions)))
 
     def _time_field(self, config, dataset) -> Optional[str]:
         """The time field the encoder reads (HSTU's time bias), when the dataset has one."""
@@ -266,7 +291,8 @@ class MultiTaskRecommender(SequentialRecommender):
             batch._rep_ids = rep_ids
             batch._rep = self._item_representation(batch.item_embedding(rep_ids), pooled, rep_ids)
         if self.user_tasks:
-            states = self.encoder(batch.item_embedding(seq), interaction[self.ITEM_SEQ_LEN],
+            states = self.encoder(self._encoder_input(interaction, seq, batch.item_embedding(seq)),
+                                  interaction[self.ITEM_SEQ_LEN],
                                   self._times(interaction, all_positions))
             state = states[batch.rows, batch.cols]  # [N, D]
             parts = [state] + [pooled[f.field][batch.rows] for f in self.spec.user_fields]
@@ -296,10 +322,10 @@ class MultiTaskRecommender(SequentialRecommender):
         parts += [self._item_columns[n][ids].float().view(-1, 1) for n in self.spec.item_floats]
         return self.item_tower(torch.cat(parts, dim=-1))
 
-    def _with_item_labels(self, ids: torch.Tensor, representation: torch.Tensor) -> torch.Tensor:
+    def _with_item_labels(self, batch: _Batch, ids: torch.Tensor, representation: torch.Tensor) -> torch.Tensor:
         """``representation`` plus the projection of every item-side task's :meth:`known_labels`."""
         for name, projection in self.item_label_projections.items():
-            representation = representation + projection(self.heads[name].known_labels(ids, representation))
+            representation = representation + projection(self.heads[name].known_labels(batch, ids, representation))
         return representation
 
     # -- RecBole model contract --------------------------------------------------------------
@@ -343,9 +369,18 @@ class MultiTaskRecommender(SequentialRecommender):
     def item_predictions(self, task: str, phase: str) -> tuple[torch.Tensor, torch.Tensor]:
         """An item-side task's probabilities ``[N, C]`` and labels of its held-out items of ``phase``."""
         head = self.heads[task]
-        item_ids = head.held_out(phase)
-        probs = []
-        for chunk in item_ids.split(4096):
-            emb, pooled = self._lookup(None, chunk, chunk)
-            probs.append(torch.sigmoid(head.head(self._item_representation(emb, pooled, chunk))))
+        item_ids, key_ids = head.held_out(phase), head.train_items
+        describe = self._items_representation if head.reads_item_representation else self._items_embedding
+        key_rep = torch.cat([describe(chunk) for chunk in key_ids.split(4096)]) \
+            if len(key_ids) else item_ids.new_zeros(0, self.dim).float()
+        probs = [head.probabilities(chunk, describe(chunk), key_ids, key_rep) for chunk in item_ids.split(4096)]
         return torch.cat(probs) if probs else item_ids.new_zeros(0, head.labels.shape[1]).float(), head.labels[item_ids]
+
+    def _items_embedding(self, ids: torch.Tensor) -> torch.Tensor:
+        """Item-id embeddings (with text) ``[R, D]`` of items ``ids``."""
+        return self._lookup(None, ids, None)[0]
+
+    def _items_representation(self, ids: torch.Tensor) -> torch.Tensor:
+        """Item-tower representations ``[R, D]`` of items ``ids`` (no user, one lookup)."""
+        emb, pooled = self._lookup(None, ids, ids)
+        return self._item_representation(emb, pooled, ids)

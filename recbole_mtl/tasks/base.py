@@ -110,7 +110,7 @@ class Task(nn.Module):
     #: Width of :meth:`known_labels` (item-side tasks whose labels can describe an item), else 0.
     label_width: int = 0
 
-    def known_labels(self, ids: torch.Tensor, representation: torch.Tensor) -> torch.Tensor:
+    def known_labels(self, batch: TaskBatch, ids: torch.Tensor, representation: torch.Tensor) -> torch.Tensor:
         """``[R, label_width]``: what is known of the labels of items ``ids`` without reading a held-out
         label (e.g. true labels of training items, the head's predictions, detached, for the others)."""
         raise NotImplementedError

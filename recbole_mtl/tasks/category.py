@@ -9,6 +9,17 @@ over an epoch, as every held-out item does in the metrics, and popular items do 
 rest); the loss is the weighted mean over the batch. With ``train_positions: last``,
 ``category_batch_size`` training items drawn uniformly per step (plain mean).
 
+Head (``category_head``): ``neighbours`` (default) scores an item by attention over the labelled
+training items: ``P_i = sum_j softmax_j(t * cos(e_i, e_j)) y_j``, where ``e`` is the item-id embedding
+(with text) that the sequence task scores against, ``y_j`` the label vector of training item ``j``
+and ``t`` a learned temperature; an item is never its own neighbour. A label can then only be
+learned as "items like this one have it", which carries over to held-out items, whose embeddings
+the other tasks train; an item cannot store its own labels in its embedding, and the loss pulls
+items with shared categories together in the space the other tasks use. Keys: every training item
+at evaluation, ``category_keys`` of them drawn per step in training (all when fewer). ``mlp``: an
+MLP on the item tower's representation with a sigmoid per label (it can memorise training items;
+kept for comparison). Measured on ml-100k in ``results/transducer/report.md``.
+
 Decoding: an item has at least one category, so the top-scoring label is always predicted, plus
 every label whose probability reaches ``threshold``. The threshold is chosen on the validation
 items (the value of 0.05..0.95 with the best micro-F1) at each validation, kept in the model (and
@@ -21,9 +32,11 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from recbole_mtl.data.labels import LabelSource, register_label_source
+from recbole_mtl.errors import ConfigError
 from recbole_mtl.tasks.base import Task, TaskBatch, masked_mean
 from recbole_mtl.tasks.common import MLP, binary_counts, prf
 
@@ -31,6 +44,26 @@ CATEGORY_LABEL = register_label_source(LabelSource(
     task="category", config_key="category_field", file="item", meaning="the item categories"))
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+HEADS = ("neighbours", "mlp")
+_EPS = 1e-6
+
+
+class NeighbourHead(nn.Module):
+    """Label attention over labelled items by cosine similarity of their embeddings:
+    ``P[i] = sum_j softmax_j(t * cos(e_i, e_j)) y_j``, with a learned temperature ``t``."""
+
+    def __init__(self):
+        super().__init__()
+        self.log_temperature = nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, query_emb: torch.Tensor, key_emb: torch.Tensor, key_labels: torch.Tensor,
+                exclude: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Probabilities ``[N, C]`` of queries ``[N, D]`` from keys ``[K, D]`` with labels ``[K, C]``;
+        ``exclude`` ``[N, K]`` (bool) masks keys out (an item's own row)."""
+        scores = F.normalize(query_emb, dim=1) @ F.normalize(key_emb, dim=1).t() * self.log_temperature.exp()
+        if exclude is not None:
+            scores = scores.masked_fill(exclude, float("-inf"))
+        return torch.softmax(scores, dim=1) @ key_labels
 
 
 class CategoryTask(Task):
@@ -48,8 +81,15 @@ class CategoryTask(Task):
         super().__init__(config, dataset, dim, dropout)
         field = config[CATEGORY_LABEL.config_key]
         labels = dataset.multi_hot(field)
-        self.head = MLP(dim, list(config["tower_hidden"] or []), labels.shape[1], dropout)
+        self.head_type = str(config["category_head"] or "neighbours").lower()
+        if self.head_type not in HEADS:
+            raise ConfigError(f"category_head must be one of {list(HEADS)}; got '{self.head_type}'.")
+        self.reads_item_representation = self.head_type == "mlp"
+        self.head = NeighbourHead() if self.head_type == "neighbours" else \
+            MLP(dim, list(config["tower_hidden"] or []), labels.shape[1], dropout)
         self.batch_size = int(config["category_batch_size"] or 256)
+        self.n_keys = int(config["category_keys"] or 4096)
+        self.label_features = bool(config["item_label_features"])
         self.register_buffer("labels", labels, persistent=False)
         split = dataset.item_split(labels, field)
         for phase, ids in split.items():
@@ -62,9 +102,14 @@ class CategoryTask(Task):
         self.register_buffer("threshold", torch.tensor(0.5))
         self.names = dataset.label_names(field)
         self._items: Optional[torch.Tensor] = None
+        self._keys: Optional[torch.Tensor] = None
 
     def items(self, batch: TaskBatch) -> Optional[torch.Tensor]:
+        self._keys = None
         if not batch.training:
+            if self.head_type == "neighbours" and self.label_features:  # known_labels of held-out items
+                self._keys = self.train_items
+                return self._keys
             return None
         if batch.all_positions:
             seen = batch.item
@@ -72,30 +117,58 @@ class CategoryTask(Task):
         else:
             train = self.train_items
             self._items = train[torch.randint(len(train), (min(self.batch_size, len(train)),), device=train.device)]
-        return self._items
+        if self.head_type == "mlp":
+            return self._items
+        self._keys = self.train_items
+        if len(self._keys) > self.n_keys:  # a uniform draw, the batch's own items among them
+            drawn = self._keys[torch.randperm(len(self._keys), device=self._keys.device)[:self.n_keys]]
+            self._keys = torch.unique(torch.cat([drawn, self._items]))
+        return torch.cat([self._items, self._keys])
 
-    def logits(self, batch: TaskBatch, ids: torch.Tensor) -> torch.Tensor:
-        return self.head(batch.item_representation(ids))
+    def probabilities(self, query_ids: torch.Tensor, query_rep: torch.Tensor, key_ids: torch.Tensor,
+                      key_rep: torch.Tensor) -> torch.Tensor:
+        """Label probabilities ``[N, C]`` of items ``query_ids`` (representations ``query_rep``); with the
+        neighbours head, from the training items ``key_ids`` (``key_rep``), an item never its own key."""
+        if self.head_type == "mlp":
+            return torch.sigmoid(self.head(query_rep))
+        exclude = query_ids.unsqueeze(1) == key_ids.unsqueeze(0)
+        return self.head(query_rep, key_rep, self.labels[key_ids], exclude).clamp(_EPS, 1 - _EPS)
+
+    def describe(self, batch: TaskBatch, ids: torch.Tensor) -> torch.Tensor:
+        """What the head reads of items ``ids``: the item tower's representation (``mlp``) or the
+        item-id embedding with text (``neighbours``)."""
+        return batch.item_representation(ids) if self.head_type == "mlp" else batch.item_embedding(ids)
+
+    def _probabilities(self, batch: TaskBatch, ids: torch.Tensor, representation: torch.Tensor) -> torch.Tensor:
+        keys = self._keys
+        return self.probabilities(ids, representation, keys, None if keys is None else self.describe(batch, keys))
 
     def _weights(self, batch: TaskBatch) -> torch.Tensor:
         ids = self._items
         return self.item_weight[ids] if batch.all_positions else torch.ones(len(ids), device=ids.device)
 
     def loss(self, batch: TaskBatch) -> torch.Tensor:
-        ids = self._items
-        per_item = F.binary_cross_entropy_with_logits(self.logits(batch, ids), self.labels[ids], reduction="none")
+        # each distinct item once, weighted by the sum of its positions' weights (the same mean)
+        ids, inverse = torch.unique(self._items, return_inverse=True)
+        weights = torch.zeros(len(ids), device=ids.device).index_add_(0, inverse, self._weights(batch))
+        if self.head_type == "mlp":
+            per_item = F.binary_cross_entropy_with_logits(self.head(batch.item_representation(ids)), self.labels[ids],
+                                                          reduction="none")
+        else:
+            per_item = F.binary_cross_entropy(self._probabilities(batch, ids, self.describe(batch, ids)),
+                                              self.labels[ids], reduction="none")
         if not len(ids):
             return masked_mean(per_item, per_item)
-        weights = self._weights(batch)
         return (per_item.mean(-1) * weights).sum() / weights.sum()
 
     @property
     def label_width(self) -> int:
         return self.labels.shape[1]
 
-    def known_labels(self, ids: torch.Tensor, representation: torch.Tensor) -> torch.Tensor:
+    def known_labels(self, batch: TaskBatch, ids: torch.Tensor, representation: torch.Tensor) -> torch.Tensor:
         """True categories of training items; the head's probabilities (detached) for every other item."""
-        predicted = torch.sigmoid(self.head(representation)).detach()
+        described = self.describe(batch, ids)
+        predicted = self._probabilities(batch, ids, described).detach()
         return torch.where(self.is_train_item[ids].unsqueeze(1), self.labels[ids], predicted)
 
     def count(self, batch: TaskBatch) -> float:
