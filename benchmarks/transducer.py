@@ -11,7 +11,8 @@ On ml-100k, leave-one-out by time, full ranking, one split for every model, thro
   ``--baseline_seeds`` (one SASRec run at ``MAX_ITEM_LIST_LENGTH`` 50 takes hours on 2 CPU cores);
   every run to early stopping (``--stopping_step`` evaluations without improvement, at most
   ``--epochs``), with its validation curve (seconds since training started, validation score);
-* ``results/transducer/<variant>/runs.csv``: MTLRec with one change (``hstu``: ``encoder: hstu``;
+* ``results/transducer/<variant>/runs.csv``: MTLRec with one change (``no_actions``:
+  ``action_input: False``; ``mlp_category``: ``category_head: mlp``; ``hstu``: ``encoder: hstu``;
   ``item_labels``: ``item_label_features: True``), the same seeds.
 
 Then writes ``results/transducer/report.md`` (targets, quality, "does multi-task pay", HSTU against
@@ -46,7 +47,17 @@ ABLATION = {"sequence": "MTLRec@sequence", "interest": "MTLRec@interest", "categ
 
 
 #: MTLRec variants run apart (their own runs.csv under results/transducer/<name>/): name -> override.
-VARIANTS = {"hstu": "--encoder=hstu", "item_labels": "--item_label_features=True"}
+VARIANTS = {"no_actions": "--action_input=False", "mlp_category": "--category_head=mlp",
+            "hstu": "--encoder=hstu", "item_labels": "--item_label_features=True"}
+#: what each variant changes, for the report
+VARIANT_TEXT = {
+    "no_actions": "`action_input: False` (the history carries item ids only, not whether each interaction was liked)",
+    "mlp_category": "`category_head: mlp` (an MLP per item on the item tower instead of label attention over "
+                    "the training items)",
+    "hstu": "`encoder: hstu` instead of the Transformer",
+    "item_labels": "`item_label_features: True` (the interest head also reads the true categories of training "
+                   "items and the category head's predictions for the others)",
+}
 
 
 def run_benchmarks(args) -> Path:
@@ -242,9 +253,7 @@ def report(args, out: Path) -> str:
         lines.append(f"| {task} | {metric} | {_cell([a[s] for s in seeds])} | {_cell([b[s] for s in seeds])} | "
                      f"{mean:+.4f} ± {std:.4f} | {verdict} |")
     lines += ["", "## MTLRec variants (same seeds and settings, one change each)", "",
-              "`hstu`: `encoder: hstu` instead of the Transformer; `item_labels`: `item_label_features: True` (the "
-              "interest head also reads the true categories of training items and the category head's predictions "
-              "for the others).", "",
+              "; ".join(f"`{name}`: {text}" for name, text in VARIANT_TEXT.items()) + ".", "",
               "| variant | " + " | ".join(metrics) + " | s/epoch incl. validation |", "|---" * (len(metrics) + 2) + "|"]
     for name, source in [("default", rows)] + list(variants.items()):
         runs_of = [r for r in source if r["model"] == "MTLRec"]

@@ -179,13 +179,19 @@ def test_pcgrad_applies_the_projected_gradient_to_shared_parameters_only(data_ro
         torch.testing.assert_close(param.detach() - dense_before[names[id(param)]], -0.1 * grad)
 
 
-def test_gradnorm_moves_weights_during_a_step_and_logs_norms(data_root):
-    model, _, _, _, trainer = _step(data_root, model_name="PLE", loss_balance="gradnorm", gradnorm_lr=0.1)
+@pytest.mark.parametrize("category_head", ["neighbours", "mlp"])
+def test_gradnorm_moves_weights_during_a_step_and_logs_norms(data_root, category_head):
+    model, _, _, _, trainer = _step(data_root, model_name="PLE", loss_balance="gradnorm", gradnorm_lr=0.1,
+                                    category_head=category_head)
     weights = model.balancer.weights
     assert not torch.allclose(weights, torch.ones(3)) and weights.sum().item() == pytest.approx(3.0)
     assert (model.balancer.initial_losses > 0).all()
     logged = model.balancer.end_epoch()
-    assert all(logged[f"grad_norm/{t}"] > 0 for t in model.tasks)  # every task reaches a last shared layer
+    # user-side tasks reach the experts' last layers, the mlp category head the item tower's; the
+    # neighbours head reads the fused item table alone, whose gradient is never exposed
+    reaching = model.tasks if category_head == "mlp" else model.user_tasks
+    assert all(logged[f"grad_norm/{t}"] > 0 for t in reaching)
+    assert all(logged[f"grad_norm/{t}"] == 0 for t in model.tasks if t not in reaching)
 
 
 def test_learned_balancing_state_travels_with_the_checkpoint(data_root, workdir):

@@ -78,13 +78,14 @@ def test_category_split_is_fixed_by_seed_and_disjoint(built, data_root):
     assert abs(holdout / (holdout + len(sets[0])) - 0.2) < 0.01
 
 
-@pytest.mark.parametrize("task, changed", [
-    ("sequence", [ITEM_TABLE, USER_TABLE]),  # the shared bottom reads user features
-    ("interest", [ITEM_TABLE, USER_TABLE, TITLE_TABLE]),
-    ("category", [ITEM_TABLE, TITLE_TABLE]),
+@pytest.mark.parametrize("task, changed, head", [
+    ("sequence", [ITEM_TABLE, USER_TABLE], "neighbours"),  # the shared bottom reads user features
+    ("interest", [ITEM_TABLE, USER_TABLE, TITLE_TABLE], "neighbours"),
+    ("category", [ITEM_TABLE], "neighbours"),  # label attention over the item-id embeddings
+    ("category", [ITEM_TABLE, TITLE_TABLE], "mlp"),  # the item tower reads the item attributes
 ])
-def test_each_head_updates_the_shared_embeddings(task, changed, data_root):
-    _, _, train, _, _, model = build(data_root, tasks=[task])
+def test_each_head_updates_the_shared_embeddings(task, changed, head, data_root):
+    _, _, train, _, _, model = build(data_root, tasks=[task], category_head=head)
     assert model.tasks == [task]
     batch = next(iter(train))
     before = {name: table(model, name) for name in (ITEM_TABLE, USER_TABLE, TITLE_TABLE)}
