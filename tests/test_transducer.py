@@ -263,6 +263,8 @@ def test_neighbour_head_on_a_hand_computed_case():
     own = torch.tensor([[True, False, False]])
     expected = torch.tensor([[w[2] / (w[1] + w[2]), 1.0]])
     torch.testing.assert_close(head(query, keys, labels, own), expected)
+    # no key left: nothing is read (no NaN)
+    torch.testing.assert_close(head(query, keys[:1], labels[:1], own[:, :1]), torch.zeros(1, 2))
 
 
 def test_a_training_item_never_reads_its_own_categories(built):

@@ -63,7 +63,8 @@ class NeighbourHead(nn.Module):
         scores = F.normalize(query_emb, dim=1) @ F.normalize(key_emb, dim=1).t() * self.log_temperature.exp()
         if exclude is not None:
             scores = scores.masked_fill(exclude, float("-inf"))
-        return torch.softmax(scores, dim=1) @ key_labels
+        # a query with no key left (its own the only one) reads nothing
+        return torch.nan_to_num(torch.softmax(scores, dim=1), nan=0.0) @ key_labels
 
 
 class CategoryTask(Task):
