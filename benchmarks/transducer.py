@@ -182,11 +182,12 @@ def report(args, out: Path) -> str:
     rows = _selected(out / "runs.csv")
     variants = {name: _selected(out / name / "runs.csv") for name in VARIANTS}
     threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if os.environ.get("OMP_NUM_THREADS") else ""
-    command = threads + "python benchmarks/transducer.py " + " ".join(sys.argv[1:])
+    # the command that runs (or resumes) every run; --report_only rewrites this file from them
+    command = threads + "python benchmarks/transducer.py " + " ".join(a for a in sys.argv[1:] if a != "--report_only")
     lines = [
         "# The sequence transducer on ml-100k: targets, quality, multi-task ablations, HSTU",
         "",
-        f"Command: `{command.strip()}`  ",
+        f"Command: `{command.strip()}` (runs missing from the runs.csv files are run, the rest are read)  ",
         f"Date: {date.today()}; machine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}. Leave-one-out by time, full ranking, the same split for every model; "
         f"MAX_ITEM_LIST_LENGTH={args.max_len}; every run to early stopping (stopping_step={args.stopping_step}, "
