@@ -114,7 +114,10 @@ def embed_main(argv: Sequence[str]) -> dict:
 
         from recbole_mtl.text.embed import embed_items, feature_folder
 
+        from recbole_mtl.data.validate import check_run_folders
+
         config = _config(args, overrides, "MTLRec")
+        check_run_folders(config, checkpoints=False, text=True)
         init_logger(config)
         item_file = Path(config["data_path"]) / f"{args.dataset}.item"
         result = embed_items(
@@ -165,9 +168,11 @@ def validate_main(argv: Sequence[str]) -> list:
     """The ``validate`` subcommand; returns the warnings (exits 2 on the first error)."""
     args, overrides = _parse(build_validate_parser(), argv)
     try:
-        from recbole_mtl.data.validate import validate_dataset
+        from recbole_mtl.data.validate import check_run_folders, validate_dataset
 
-        warnings = validate_dataset(_config(args, overrides, args.model))
+        config = _config(args, overrides, args.model)
+        check_run_folders(config)
+        warnings = validate_dataset(config)
         for message in warnings:
             print(f"warning: {message}", file=sys.stderr)
         print(f"{args.dataset}: atomic files OK ({len(warnings)} warning(s))")
