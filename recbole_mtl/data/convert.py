@@ -804,8 +804,8 @@ def _convert_into(source: Source, stage: Path, out_root: Path, name: str, kcore:
     try:
         _commit(stage, target, produced, stale)
     except OSError as e:
-        raise ConvertError(f"cannot write the output to {target} ({e.strerror or e}); the previous files there, if "
-                           "any, are as they were unless this message names one of them.") from None
+        raise ConvertError(f"cannot write the output to {target} ({e.strerror or e}: {e.filename}). "
+                           "Choose another --out or --name.") from None
     for message in warnings:
         progress.say(f"warning: {message}")
     return Result(target, [target / p for p in produced], kept, n_users, n_items, total - kept, rounds,

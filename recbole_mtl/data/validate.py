@@ -512,8 +512,8 @@ def check_tasks(config, tasks: list, headers: dict) -> list[str]:
         if asked:
             raise DataValidationError(
                 f"task '{source.task}' cannot run on dataset '{config['dataset']}': {problem}. Your config sets "
-                f"{' and '.join(asked)}, so the run stops here instead of training without it; or drop "
-                f"'{source.task}' from tasks."
+                f"{' and '.join(asked)}, so the run stops instead of training without it: give the data that "
+                f"field, or drop '{source.task}' from tasks."
             )
         warnings.append(f"task '{source.task}' (one of the model's default tasks) cannot run on dataset "
                         f"'{config['dataset']}' and will be switched off: {problem}.")
@@ -560,14 +560,14 @@ def run_folders(config, checkpoints: bool = True, text: bool = False) -> list[tu
     folders = []
     if checkpoints:
         folders.append((Path(config["checkpoint_dir"] or "saved"),
-                        "set checkpoint_dir to a folder you can write, e.g. --checkpoint_dir=/tmp/saved"))
+                        "Set checkpoint_dir to a folder you can write, e.g. --checkpoint_dir=/tmp/saved"))
     logs = "RecBole writes its logs to ./log and ./log_tensorboard of the working directory (no config key " \
            "moves them): run from a folder you can write"
     folders += [(Path("log"), logs), (Path("log_tensorboard"), logs)]
     if text:
         from recbole_mtl.text.embed import feature_folder
 
-        folders.append((feature_folder(config), "set text_feature_dir to a folder you can write, "
+        folders.append((feature_folder(config), "Set text_feature_dir to a folder you can write, "
                                                 "e.g. --text_feature_dir=/tmp/features"))
     return folders
 
