@@ -115,6 +115,15 @@ def test_movielens_100k_layout(tmp_path):
     assert_valid(tmp_path / "out", "m100")
 
 
+def test_movielens_100k_genre_names_come_from_u_genre(tmp_path):
+    src = ml100k(tmp_path / "ml")
+    names = [f"G{n}" for n in range(19)]
+    names[4] = "Kids Films"  # a space inside a category becomes _
+    (src / "u.genre").write_text("".join(f"{name}|{n}\n" for n, name in enumerate(names)) + "\n")
+    convert("movielens", [src], tmp_path / "out", "g", progress_every=None)
+    assert table(tmp_path / "out" / "g" / "g.item")["2"]["class"] == "G2 Kids_Films"
+
+
 def test_movielens_1m_layout(tmp_path):
     src = tmp_path / "ml-1m"
     src.mkdir()

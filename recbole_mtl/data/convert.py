@@ -315,7 +315,7 @@ def _ml_source(description, ratings, items, users, user_fields) -> Source:
 def _ml100k(at: dict, folder: Path, progress: Progress) -> Source:
     genres = list(ML100K_GENRES)
     if "u.genre" in at:
-        listed = [text.split("|") for _, text in read_lines(at["u.genre"], progress) if "|" in text]
+        listed = [text.split("|")[:2] for _, text in read_lines(at["u.genre"], progress) if "|" in text]
         genres = [name for name, _ in sorted(((n, int(i)) for n, i in listed if i.strip().isdigit()),
                                              key=lambda x: x[1])] or genres
     width = 5 + len(genres)
