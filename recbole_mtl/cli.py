@@ -114,9 +114,8 @@ def embed_main(argv: Sequence[str]) -> dict:
     try:
         from recbole.utils import init_logger
 
-        from recbole_mtl.text.embed import embed_items, feature_folder
-
         from recbole_mtl.data.validate import check_run_folders
+        from recbole_mtl.text.embed import embed_items, feature_folder
 
         config = _config(args, overrides, "MTLRec")
         check_run_folders(config, checkpoints=False, text=True)
@@ -199,8 +198,8 @@ def build_convert_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="data_path folder; the dataset goes to OUT/NAME/")
     parser.add_argument("--name", required=True, help="dataset name (names the folder and the files)")
     parser.add_argument("--kcore", type=int, default=0,
-                        help="drop users and items with fewer than K interactions, repeatedly, until none is left "
-                        "(default 0: keep all)")
+                        help="drop users and items with fewer than K interactions, round after round, until every one "
+                        "left has K (default 0: keep all)")
     parser.add_argument("--sep", default=",", help="csv: field separator of the input (',' default; 'tab' or '\\t')")
     parser.add_argument("--columns", default=None,
                         help="csv: role=column of the interaction file, roles user, item (required), rating, time; "
