@@ -8,7 +8,8 @@ Every ``--key=value`` that is not a flag below is a config override (highest pri
 Subcommands: ``embed`` writes PLM item-text vectors (``run_recbole_mtl.py embed --help``);
 ``validate`` checks a dataset's atomic files without training (``run_recbole_mtl.py validate --help``);
 ``benchmark`` compares models on one split and writes results/<dataset>/ (``run_recbole_mtl.py benchmark --help``);
-``export`` joins a sharded checkpoint into a single-process one; ``evaluate`` tests a checkpoint.
+``export`` joins a sharded checkpoint into a single-process one; ``evaluate`` tests a checkpoint;
+``convert`` turns raw MovieLens/Amazon/CSV dumps into atomic files and a dataset YAML (``run_recbole_mtl.py convert --help``).
 
 ``--nproc=N`` (N > 1) starts ``torchrun`` with N processes running this command line; plain
 ``torchrun --nproc_per_node=N run_recbole_mtl.py ...`` does the same (multi-node with torchrun's
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="subcommands: `embed` writes PLM item-text vectors (recbole-mtl embed --help); "
         "`validate` checks a dataset's atomic files (recbole-mtl validate --help); "
         "`benchmark` compares models against RecBole baselines (recbole-mtl benchmark --help); `export` joins "
-        "a sharded checkpoint into one file; `evaluate` tests a checkpoint (recbole-mtl export --help)",
+        "a sharded checkpoint into one file; `evaluate` tests a checkpoint (recbole-mtl export --help); "
+        "`convert` turns raw MovieLens/Amazon/CSV dumps into atomic files (recbole-mtl convert --help)",
     )
     parser.add_argument("--model", "-m", type=str, default="MTLRec", help="model name (default: MTLRec)")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (default: ml-100k)")
@@ -112,9 +114,11 @@ def embed_main(argv: Sequence[str]) -> dict:
     try:
         from recbole.utils import init_logger
 
+        from recbole_mtl.data.validate import check_run_folders
         from recbole_mtl.text.embed import embed_items, feature_folder
 
         config = _config(args, overrides, "MTLRec")
+        check_run_folders(config, checkpoints=False, text=True)
         init_logger(config)
         item_file = Path(config["data_path"]) / f"{args.dataset}.item"
         result = embed_items(
@@ -165,15 +169,79 @@ def validate_main(argv: Sequence[str]) -> list:
     """The ``validate`` subcommand; returns the warnings (exits 2 on the first error)."""
     args, overrides = _parse(build_validate_parser(), argv)
     try:
-        from recbole_mtl.data.validate import validate_dataset
+        from recbole_mtl.data.validate import check_run_folders, validate_dataset
 
-        warnings = validate_dataset(_config(args, overrides, args.model))
+        config = _config(args, overrides, args.model)
+        check_run_folders(config)
+        warnings = validate_dataset(config)
         for message in warnings:
             print(f"warning: {message}", file=sys.stderr)
         print(f"{args.dataset}: atomic files OK ({len(warnings)} warning(s))")
         return warnings
     except Exception as e:
         _fail("recbole-mtl validate", e, args.debug)
+
+
+def build_convert_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recbole-mtl convert",
+        description="Convert a raw dump into RecBole atomic files OUT/NAME/NAME.inter (.item, .user) and the dataset "
+        "config OUT/NAME/NAME.yaml, then train with: run_recbole_mtl.py --model=MTLRec --dataset=NAME "
+        "--data_path=OUT --config_files=OUT/NAME/NAME.yaml",
+        epilog="inputs: movielens: the unpacked folder (ml-100k: u.data/u.item/u.user; ml-1m: ratings.dat/"
+        "movies.dat/users.dat; ml-20m and ml-latest: ratings.csv/movies.csv). amazon: the reviews JSON-lines "
+        "file, then optionally the metadata JSON-lines file (.gz is fine). csv: the interaction file, then "
+        "optionally an item file.",
+    )
+    parser.add_argument("--format", required=True, choices=["movielens", "amazon", "csv"], help="the dump's layout")
+    parser.add_argument("--input", required=True, nargs="+", metavar="PATH", help="input folder or files (see below)")
+    parser.add_argument("--out", required=True, help="data_path folder; the dataset goes to OUT/NAME/")
+    parser.add_argument("--name", required=True, help="dataset name (names the folder and the files)")
+    parser.add_argument("--kcore", type=int, default=0,
+                        help="drop users and items with fewer than K interactions, round after round, until every one "
+                        "left has K (default 0: keep all)")
+    parser.add_argument("--sep", default=",", help="csv: field separator of the input (',' default; 'tab' or '\\t')")
+    parser.add_argument("--columns", default=None,
+                        help="csv: role=column of the interaction file, roles user, item (required), rating, time; "
+                        "e.g. user=uid,item=iid,rating=stars,time=ts")
+    parser.add_argument("--item_columns", default=None,
+                        help="csv: role=column of the item file: item (required), title, category, text, brand, "
+                        "price; any other role becomes a token field of that name")
+    parser.add_argument("--item_sep", default=None, help="csv: field separator of the item file (default: --sep)")
+    parser.add_argument("--category_sep", default="|",
+                        help="csv: separator between several categories in one cell (default '|')")
+    parser.add_argument("--no_header", action="store_true",
+                        help="csv: the files have no header line; columns are numbers from 1")
+    parser.add_argument("--interest_threshold", type=float, default=4.0,
+                        help="rating >= this counts as 'liked' in the written config (default 4.0)")
+    parser.add_argument("--no_validate", action="store_true", help="skip the validate check of the output")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def convert_main(argv: Sequence[str]):
+    """The ``convert`` subcommand; returns :class:`recbole_mtl.data.convert.Result`."""
+    args = build_convert_parser().parse_args(argv)
+    try:
+        from recbole_mtl.data.convert import convert
+
+        result = convert(args.format, args.input, args.out, args.name, args.kcore, sep=args.sep,
+                         columns=args.columns, item_columns=args.item_columns, item_sep=args.item_sep,
+                         category_sep=args.category_sep, header=not args.no_header,
+                         interest_threshold=args.interest_threshold, progress_every=None if args.quiet else 5.0,
+                         validate=not args.no_validate, command="run_recbole_mtl.py convert " + " ".join(argv))
+        dropped = f", {result.dropped:,} dropped by --kcore {args.kcore}" if args.kcore > 1 else ""
+        print(f"{result.folder}: {result.interactions:,} interactions, {result.users:,} users, "
+              f"{result.items:,} items{dropped}")
+        for path in result.files:
+            print(f"  wrote {path}")
+        yaml = result.folder / f"{args.name}.yaml"
+        print(f"train: python run_recbole_mtl.py --model=MTLRec --dataset={args.name} "
+              f"--data_path={args.out} --config_files={yaml}")
+        return result
+    except Exception as e:
+        _fail("recbole-mtl convert", e, args.debug)
 
 
 def benchmark_main(argv: Sequence[str]) -> dict:
@@ -237,6 +305,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
         return embed_main(argv[1:])
     if argv and argv[0] == "validate":
         return validate_main(argv[1:])
+    if argv and argv[0] == "convert":
+        return convert_main(argv[1:])
     if argv and argv[0] == "benchmark":
         return benchmark_main(argv[1:])
     if argv and argv[0] in ("export", "evaluate"):

@@ -36,6 +36,10 @@ class DataValidationError(ConfigError):
     """An atomic file is malformed, or lacks a field the config names: file, line, field and fix."""
 
 
+class ConvertError(RecboleMTLError, ValueError):
+    """A raw dump given to ``convert`` is malformed or the flags do not fit it: file, line, field."""
+
+
 class TextFeatureError(RecboleMTLError, ValueError):
     """A text feature file or its inputs are missing or do not match; says how to regenerate."""
 

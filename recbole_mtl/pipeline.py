@@ -26,7 +26,7 @@ from recbole.utils import get_environment, get_flops, init_logger, init_seed, se
 
 from recbole_mtl import checkpoint, distributed
 from recbole_mtl.config import Config
-from recbole_mtl.data.validate import build_dataset, validate_dataset
+from recbole_mtl.data.validate import build_dataset, check_run_folders, validate_dataset
 from recbole_mtl.errors import CheckpointError, ConfigError
 from recbole_mtl.hardening import safe_create_dataset
 from recbole_mtl.utils import get_model, get_trainer, plugin_model_names
@@ -110,6 +110,7 @@ def start(config: Config) -> None:
     if distributed.init_from_env(config) and config["model"] not in plugin_model_names():
         raise ConfigError(f"multi-process training shards the plugin's models ({plugin_model_names()}); "
                           f"run the RecBole model {config['model']} in one process (no --nproc, no torchrun).")
+    check_run_folders(config, text=False)  # before the logger creates ./log and any data is read
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
 

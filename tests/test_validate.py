@@ -104,8 +104,8 @@ def test_malformed_dataset_gets_one_clear_message(case, files, config, expected,
 
 
 def test_well_formed_dataset_passes_and_unused_ids_only_warn(tmp_path):
-    assert check(tmp_path, {}) == []
-    warnings = check(tmp_path, {"item": ITEM + "99\tUnseen\tDrama\n"})
+    assert check(tmp_path, {}, category_field="class") == []
+    warnings = check(tmp_path, {"item": ITEM + "99\tUnseen\tDrama\n"}, category_field="class")
     assert len(warnings) == 1 and "bad.item" in warnings[0] and "1 of 4 items" in warnings[0] and "'99'" in warnings[0]
 
 
@@ -142,6 +142,148 @@ def test_empty_dataset_after_filtering_is_a_clear_error(data_root, workdir):
         "val_interval": {"rating": "[10,inf)"}})
     with pytest.raises(DataValidationError, match="no interactions left after filtering.*val_interval"):
         build(config)
+
+
+# -- duplicate ids, folders a run writes, the text-feature cache, tasks, long values -----------------
+@pytest.mark.parametrize("suffix,content,lines", [
+    ("item", ITEM + "11\tGoldenEye again\tAction\n", (3, 5)),
+    ("user", "user_id:token\tage:token\tgender:token\n1\t24\tM\n2\t53\tF\n1\t30\tF\n3\t23\tM\n", (2, 4)),
+])
+def test_duplicate_id_in_item_or_user_file_names_both_lines(suffix, content, lines, tmp_path):
+    with pytest.raises(DataValidationError) as info:
+        check(tmp_path, {suffix: content})
+    message = str(info.value)
+    first, second = lines
+    assert f"bad.{suffix}, line {second}" in message and f"already on line {first}" in message
+    assert f"lines {first} and {second}" in message
+
+
+def _cli(argv, capsys) -> tuple[int, str]:
+    from recbole_mtl.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def test_unwritable_checkpoint_dir_fails_before_data_loading(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # the data is malformed too: the folder error must come first, before any file is read
+    write(tmp_path / "bad", "bad", {"inter": inter(ROWS[0], "1\t11\tfour\t881250950"), "item": ITEM, "user": USER})
+    (tmp_path / "a-file").write_text("x")
+    blocked = tmp_path / "a-file" / "saved"
+    for argv in (["validate", "--dataset=bad"], ["--model=MTLRec", "--dataset=bad", "--epochs=1"]):
+        code, err = _cli(argv + [f"--data_path={tmp_path}", f"--checkpoint_dir={blocked}"], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"cannot write to {blocked}" in err and "checkpoint_dir" in err and "is a file" in err
+        assert "bad.inter" not in err
+    assert not (tmp_path / "log").exists()  # stopped before RecBole's logger made its folder
+
+
+def test_unwritable_log_folder_is_named_with_the_fix(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "bad", "bad", {"inter": inter(), "item": ITEM, "user": USER})
+    (tmp_path / "log").write_text("not a folder")
+    code, err = _cli(["--model=MTLRec", "--dataset=bad", f"--data_path={tmp_path}",
+                      f"--checkpoint_dir={tmp_path / 'saved'}"], capsys)
+    assert code == 2 and "cannot write to log" in err and "working directory" in err
+
+
+def test_unwritable_text_feature_folder_is_named_with_its_key(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "bad", "bad", {"inter": inter(), "item": ITEM, "user": USER})
+    (tmp_path / "a-file").write_text("x")
+    blocked = tmp_path / "a-file" / "features"
+    common = [f"--data_path={tmp_path}", f"--text_feature_dir={blocked}"]
+    code, err = _cli(["embed", "--dataset=bad", "--text_fields", "movie_title", *common], capsys)
+    assert code == 2 and f"cannot write to {blocked / 'bad'}" in err and "text_feature_dir" in err
+    # validate: text features on and not embedded yet, so `embed` will have to write there
+    code, err = _cli(["validate", "--dataset=bad", "--text_features=True", f"--checkpoint_dir={tmp_path / 's'}",
+                      *common], capsys)
+    assert code == 2 and "text_feature_dir" in err
+
+
+def _features(folder: Path, name: str, fields) -> None:
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.itememb").write_text("item_emb_id:token\titem_emb:float_seq\n10\t0.1 0.2\n11\t0.3 0.4\n12\t0.5 0.6\n")
+    (folder / f"{name}.itememb.json").write_text(json.dumps(
+        {"plm": "some-model", "text_fields": list(fields), "dim": 2, "items": 3, "item_file_sha256": "0", "format": 1}))
+
+
+def test_text_feature_cache_made_from_other_fields_is_an_error_before_loading(tmp_path):
+    from recbole_mtl.errors import TextFeatureError
+
+    item = "item_id:token\tmovie_title:token_seq\tplot:token_seq\tclass:token_seq\n10\tToy Story\ttoys\tAnimation\n" \
+           "11\tGoldenEye\tspies\tAction\n12\tHeat\tcops\tCrime\n"
+    _features(tmp_path / "bad", "bad", ["movie_title"])
+    with pytest.raises(TextFeatureError) as info:
+        check(tmp_path, {"item": item}, text_features=True, text_fields=["movie_title", "plot"])
+    message = str(info.value)
+    assert "made from text fields ['movie_title']" in message and "['movie_title', 'plot']" in message
+    assert "bad.itememb.json" in message and "embed --dataset bad" in message
+    assert "set text_fields: [movie_title]" in message
+    # the same fields: no error
+    assert check(tmp_path, {"item": item}, text_features=True, text_fields=["movie_title"], category_field="class") == []
+
+
+NO_RATING = "user_id:token\titem_id:token\ttimestamp:float\n" + "\n".join(
+    "\t".join(r.split("\t")[:2] + r.split("\t")[3:]) for r in ROWS) + "\n"
+
+
+def test_default_task_the_data_cannot_serve_is_a_warning(tmp_path):
+    warnings = check(tmp_path, {"inter": NO_RATING}, category_field="class")
+    assert len(warnings) == 1 and "task 'interest'" in warnings[0] and "'rating'" in warnings[0]
+    assert "interest_label_field" in warnings[0] and "switched off" in warnings[0]
+    # the model's default tasks include category: without category_field, a warning too
+    assert any("task 'category'" in w and "category_field" in w for w in check(tmp_path, {}))
+
+
+@pytest.mark.parametrize("config,asked", [
+    ({"tasks": ["sequence", "interest"]}, "tasks"),
+    ({"tasks": ["sequence", "category"], "category_field": "movie_title", "load_col": {
+        "inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "class"]}}, "tasks and category_field"),
+])
+def test_task_set_explicitly_that_the_data_cannot_serve_is_an_error(config, asked, tmp_path):
+    files = {"inter": NO_RATING} if "interest" in config["tasks"] else {}
+    with pytest.raises(DataValidationError) as info:
+        check(tmp_path, files, **config)
+    message = str(info.value)
+    assert "cannot run on dataset 'bad'" in message and f"Your config sets {asked}" in message
+
+
+def test_explicit_task_fails_the_run_but_only_warns_in_validate(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "bad", "bad", {"inter": NO_RATING, "item": ITEM, "user": USER})
+    common = [f"--data_path={tmp_path}", f"--checkpoint_dir={tmp_path / 'saved'}", "--category_field=class"]
+    code, err = _cli(["validate", "--dataset=bad", *common], capsys)
+    assert code == 0 and "warning: task 'interest'" in err
+    code, err = _cli(["--model=MTLRec", "--dataset=bad", "--tasks=['sequence','interest']", *common], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "task 'interest' cannot run" in err
+
+
+LONG = "x" * 5000
+
+
+@pytest.mark.parametrize("files,config", [
+    ({"inter": inter(header=f"user_id:token\t{LONG}:token\trating:float\ttimestamp:float\n")}, {}),
+    ({"inter": inter(header=f"user_id:token\titem_id:token\trating:float\ttimestamp:float\t{LONG}:float\n")}, {}),
+    ({"inter": inter(header=f"user_id:token\titem_id:token\trating:float\ttimestamp:{LONG}\n")}, {}),
+    ({"inter": inter(header=f"user_id:token\titem_id:token\trating:float\ttimestamp:float\t{LONG}\n")}, {}),
+    ({"inter": inter(ROWS[0], f"1\t11\t{LONG}\t881250950")}, {}),
+    ({"item": ITEM + f"{LONG}\ta\tb\n{LONG}\ta\tb\n"}, {}),
+    ({}, {"category_field": LONG}),
+    ({}, {"threshold": {LONG: 1}}),
+])
+def test_error_messages_quote_at_most_200_characters_of_a_value(files, config, tmp_path):
+    with pytest.raises(DataValidationError) as info:
+        check(tmp_path, files, **config)
+    message = str(info.value)
+    assert "x" * 201 not in message and len(message) < 1200, message[:300]
 
 
 # -- fuzzing: anything either passes or gets a DataValidationError, never another exception -------

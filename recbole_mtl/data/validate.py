@@ -18,6 +18,7 @@ import csv
 import io
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from logging import getLogger
 from pathlib import Path
@@ -53,6 +54,7 @@ class FileRules:
         collect_ids: token fields whose values are collected (for the cross-file checks).
         load_col: the columns RecBole will load (``None``: all); values of others are not parsed.
         need_rows: an empty body is an error (the interaction file).
+        unique_ids: a token field whose values must not repeat (the id of ``.item``/``.user``).
     """
 
     required_fields: dict = field(default_factory=dict)
@@ -61,6 +63,17 @@ class FileRules:
     collect_ids: set = field(default_factory=set)
     load_col: Optional[set] = None
     need_rows: bool = False
+    unique_ids: Optional[str] = None
+
+
+#: The most characters of a value (a field name, a header, an id) an error message quotes.
+QUOTE_LIMIT = 200
+
+
+def _clip(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``text``, cut to its first ``limit`` characters (marked with ...)."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _where(path: Path, line: Optional[int] = None, name: Optional[str] = None) -> str:
@@ -68,12 +81,17 @@ def _where(path: Path, line: Optional[int] = None, name: Optional[str] = None) -
     if line is not None:
         out += f", line {line}"
     if name is not None:
-        out += f", field '{name}'"
+        out += f", field '{_clip(name)}'"
     return out
 
 
 def _short(value: str, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def _fields(names) -> str:
+    """A header's field names for a message, at most :data:`QUOTE_LIMIT` characters."""
+    return _clip(", ".join(names))
 
 
 def parse_header(path: Path, line: str, sep: str) -> dict:
@@ -99,7 +117,7 @@ def parse_header(path: Path, line: str, sep: str) -> dict:
             raise DataValidationError(
                 f"{_where(path, 1)}: header column {column} {_short(raw)} is not of the form name:type "
                 f"(type one of {', '.join(FIELD_TYPES)}). Fix the header, e.g. "
-                f"{(raw.split(':')[0] or 'field')}:token."
+                f"{_clip(raw.split(':')[0] or 'field', 40)}:token."
                 + (f" The file may not be separated by {sep!r}; set field_separator to its separator."
                    if column == 1 and sep not in line else "")
             )
@@ -112,8 +130,8 @@ def parse_header(path: Path, line: str, sep: str) -> dict:
         if ftype not in FIELD_TYPES:
             raise DataValidationError(
                 f"{_where(path, 1, name)}: unknown type {_short(ftype)}; RecBole knows "
-                f"{', '.join(FIELD_TYPES)}. Fix the header to e.g. {name}:token (ids, categories) "
-                f"or {name}:float (numbers)."
+                f"{', '.join(FIELD_TYPES)}. Fix the header to e.g. {_clip(name, 40)}:token (ids, categories) "
+                f"or {_clip(name, 40)}:float (numbers)."
             )
         if name in header:
             raise DataValidationError(
@@ -207,8 +225,8 @@ def _check_rows(path: Path, text, rules: FileRules, sep: str, seq_sep: str) -> F
     for name, why in rules.required_fields.items():
         if name not in header:
             raise DataValidationError(
-                f"{_where(path, 1, name)}: the header has no field '{name}', which {why} "
-                f"Header fields: {', '.join(header)}."
+                f"{_where(path, 1, name)}: the header has no field '{_clip(name)}', which {why} "
+                f"Header fields: {_fields(header)}."
             )
     names = list(header)
     loaded = [rules.load_col is None or n in rules.load_col for n in names]
@@ -218,6 +236,8 @@ def _check_rows(path: Path, text, rules: FileRules, sep: str, seq_sep: str) -> F
     seqs = [(i, n) for i, n in enumerate(names) if loaded[i] and header[n] == "float_seq"]
     tokens = [(i, n) for i, n in enumerate(names) if loaded[i] and n in rules.nonempty_tokens]
     ids = [(i, report.ids[n]) for i, n in enumerate(names) if loaded[i] and n in report.ids]
+    unique = names.index(rules.unique_ids) if rules.unique_ids in header else None
+    first_line: dict = {}  # id -> the line it first appears on (unique_ids only)
     width = len(names)
     reader = csv.reader(text, delimiter=sep, quotechar='"', strict=False)
     rows = 0
@@ -228,7 +248,7 @@ def _check_rows(path: Path, text, rules: FileRules, sep: str, seq_sep: str) -> F
                     continue  # blank line: pandas skips it too
                 raise DataValidationError(
                     f"{_where(path, reader.line_num + 1)}: the row has {len(row)} column(s), the header has "
-                    f"{width} ({', '.join(names)}). Fix the row: every row needs one value per header "
+                    f"{width} ({_fields(names)}). Fix the row: every row needs one value per header "
                     f"field, separated by {sep!r} (an empty value is allowed where the field is optional)."
                 )
             for i, name, required in floats:
@@ -250,6 +270,15 @@ def _check_rows(path: Path, text, rules: FileRules, sep: str, seq_sep: str) -> F
                     )
             for i, seen in ids:
                 seen.add(row[i])
+            if unique is not None:
+                line = reader.line_num + 1
+                first = first_line.setdefault(row[unique], line)
+                if first != line:
+                    raise DataValidationError(
+                        f"{_where(path, line, rules.unique_ids)}: the id {_short(row[unique], QUOTE_LIMIT)} is "
+                        f"already on line {first}; each id may have one row (RecBole would silently keep "
+                        f"one of them). Merge the two rows (lines {first} and {line}) or drop one."
+                    )
             rows += 1
     except csv.Error as e:
         if "NUL" in str(e):
@@ -352,7 +381,7 @@ def validate_dataset(config) -> list[str]:
     threshold = config["threshold"]
     if isinstance(threshold, dict):
         for f in threshold:
-            inter_rules.required_fields[f] = f"the config key `threshold` ({threshold}) turns into labels."
+            inter_rules.required_fields[f] = f"the config key `threshold` ({_clip(threshold)}) turns into labels."
             inter_rules.required_values.add(f)
     for source in label_sources(tasks):
         label = config[source.config_key]
@@ -375,13 +404,14 @@ def validate_dataset(config) -> list[str]:
             loaded = inter_rules.load_col
             if loaded is not None and time_field not in loaded:
                 raise DataValidationError(
-                    f"config key load_col loads {sorted(loaded)} from {name}.inter but not the time field "
+                    f"config key load_col loads {_clip(sorted(loaded))} from {name}.inter but not the time field "
                     f"'{time_field}', which {why.split(';')[0]}. Add '{time_field}' to load_col['inter']."
                 )
 
     benchmark = config["benchmark_filename"]
     inter_files = [folder / f"{name}.{part}.inter" for part in benchmark] if benchmark else [folder / f"{name}.inter"]
     users, items = set(), set()
+    headers: dict = {}  # suffix -> the header of the file RecBole will read (None: not read)
     for path in inter_files:
         if not path.is_file():
             raise DataValidationError(
@@ -389,6 +419,7 @@ def validate_dataset(config) -> list[str]:
                 + (" (config key benchmark_filename names it)." if benchmark else ".")
             )
         report = check_file(path, inter_rules, sep, seq_sep, encoding)
+        headers.setdefault("inter", report.header)
         users |= report.ids.get(uid, set())
         items |= report.ids.get(iid, set())
 
@@ -398,7 +429,8 @@ def validate_dataset(config) -> list[str]:
     for suffix, id_field, used, noun in side_files:
         path = folder / f"{name}.{suffix}"
         rules = FileRules(required_fields={id_field: f"identifies each row of the .{suffix} file."},
-                          nonempty_tokens={id_field}, collect_ids={id_field}, load_col=_load_col(config, suffix))
+                          nonempty_tokens={id_field}, collect_ids={id_field}, load_col=_load_col(config, suffix),
+                          unique_ids=id_field)
         if suffix == "item":
             for source in item_labels:
                 if _user_set(config, source.config_key):
@@ -419,6 +451,7 @@ def validate_dataset(config) -> list[str]:
         if rules.load_col is not None and not rules.load_col:
             continue  # load_col leaves this file out: RecBole does not read it
         report = check_file(path, rules, sep, seq_sep, encoding)
+        headers[suffix] = report.header
         unused = report.ids.get(id_field, set()) - used
         if unused:
             examples = ", ".join(repr(x) for x in sorted(unused)[:_EXAMPLES])
@@ -432,10 +465,132 @@ def validate_dataset(config) -> list[str]:
         if path.is_file() and (_load_col(config, suffix) is None or _load_col(config, suffix)):
             check_file(path, FileRules(load_col=_load_col(config, suffix)), sep, seq_sep, encoding)
 
+    warnings += check_tasks(config, tasks, headers)
+    if config["text_features"] and tasks:
+        check_text_features(config, tasks)
+
     logger = getLogger(__name__)
     for message in warnings:
         logger.warning(message)
     return warnings
+
+
+def _task_problem(config, source, headers: dict) -> Optional[str]:
+    """Why the data cannot give ``source``'s task its labels, or None."""
+    key, field_name = source.config_key, config[source.config_key]
+    kind = "a float field of .inter (e.g. rating)" if source.file == "inter" else "a token or token_seq field of .item"
+    if not field_name:
+        return f"no {key} is set; set it to {kind}"
+    header = headers.get(source.file)
+    file = f"{config['dataset']}.{source.file}"
+    if header is None:
+        return f"{file} is missing or not loaded, so there is no '{_clip(field_name)}' field; add it, or set {key}"
+    if field_name not in header:
+        return f"{file} has no field '{_clip(field_name)}' (named by {key}); set {key} to {kind}"
+    wanted = ("float",) if source.file == "inter" else ("token", "token_seq")
+    if header[field_name] not in wanted:
+        return f"{key} '{_clip(field_name)}' is a {header[field_name]} field of {file}; it must be {kind}"
+    loaded = _load_col(config, source.file)
+    if loaded is not None and field_name not in loaded:
+        return f"load_col leaves '{_clip(field_name)}' out of {file}; add it to load_col['{source.file}']"
+    return None
+
+
+def check_tasks(config, tasks: list, headers: dict) -> list[str]:
+    """Each task of ``tasks`` whose labels the data cannot give: an error when the user asked for it
+    (set ``tasks`` or the task's label key), else a warning (the run switches the task off).
+
+    Args:
+        headers: file suffix (``inter``, ``item``) -> the checked file's header, absent if not read.
+    """
+    warnings = []
+    for source in label_sources(tasks):
+        problem = _task_problem(config, source, headers)
+        if problem is None:
+            continue
+        asked = [k for k in ("tasks", source.config_key) if _user_set(config, k) and config[k]]
+        if asked:
+            raise DataValidationError(
+                f"task '{source.task}' cannot run on dataset '{config['dataset']}': {problem}. Your config sets "
+                f"{' and '.join(asked)}, so the run stops instead of training without it: give the data that "
+                f"field, or drop '{source.task}' from tasks."
+            )
+        warnings.append(f"task '{source.task}' (one of the model's default tasks) cannot run on dataset "
+                        f"'{config['dataset']}' and will be switched off: {problem}.")
+    return warnings
+
+
+def check_text_features(config, tasks: list) -> None:
+    """With ``text_features`` on: the feature file and its sidecar exist and were made from the
+    fields (and model) this run would use. Raises :class:`TextFeatureError`."""
+    from recbole_mtl.text.embed import feature_folder
+    from recbole_mtl.text.features import check_sidecar
+
+    external = getattr(config, "external_config_dict", None) or {}
+    forbidden = [config[s.config_key] for s in label_sources(tasks) if s.file == "item" and config[s.config_key]]
+    check_sidecar(feature_folder(config), config["dataset"], plm=config["plm"], text_fields=config["text_fields"],
+                  forbidden_fields=forbidden,
+                  fix_args=[f"--{k}={external[k]}" for k in ("data_path", "text_feature_dir") if external.get(k)])
+
+
+# -- the folders a run writes --------------------------------------------------------------------
+def _unwritable(folder: Path) -> Optional[str]:
+    """Why ``folder`` cannot be created or written, or None (probes with a temp file)."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            return "no part of the path exists"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder" if probe != folder else "it is a file, not a folder"
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".recbole-mtl-write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        where = "" if probe == folder else f"it does not exist and its parent {probe} "
+        return f"{where}cannot be written ({e.strerror or e})".strip()
+    return None
+
+
+def run_folders(config, checkpoints: bool = True, text: bool = False) -> list[tuple[Path, str]]:
+    """The folders a command writes, each with how to move it: ``checkpoint_dir`` (``checkpoints``),
+    RecBole's log folders and, with ``text``, the text-feature folder (what ``embed`` writes)."""
+    folders = []
+    if checkpoints:
+        folders.append((Path(config["checkpoint_dir"] or "saved"),
+                        "Set checkpoint_dir to a folder you can write, e.g. --checkpoint_dir=/tmp/saved"))
+    logs = "RecBole writes its logs to ./log and ./log_tensorboard of the working directory (no config key " \
+           "moves them): run from a folder you can write"
+    folders += [(Path("log"), logs), (Path("log_tensorboard"), logs)]
+    if text:
+        from recbole_mtl.text.embed import feature_folder
+
+        folders.append((feature_folder(config), "Set text_feature_dir to a folder you can write, "
+                                                "e.g. --text_feature_dir=/tmp/features"))
+    return folders
+
+
+def check_run_folders(config, checkpoints: bool = True, text: Optional[bool] = None) -> None:
+    """Fail before any data is loaded when a folder the command writes cannot be created or written.
+
+    Args:
+        checkpoints: check ``checkpoint_dir`` (training runs).
+        text: check the text-feature folder; ``None``: when ``text_features`` is on and the feature
+            file is not there yet (``embed`` has to write it).
+
+    Raises:
+        DataValidationError: naming the folder and the config key that moves it.
+    """
+    if text is None:
+        from recbole_mtl.text.embed import feature_folder, feature_paths
+
+        text = bool(config["text_features"]) and not feature_paths(feature_folder(config), config["dataset"])[0].is_file()
+    for folder, fix in run_folders(config, checkpoints, text):
+        why = _unwritable(folder)
+        if why:
+            raise DataValidationError(f"cannot write to {_clip(folder)}: {why}. {fix}.")
 
 
 def empty_dataset_error(config) -> DataValidationError:
