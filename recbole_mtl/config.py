@@ -6,6 +6,11 @@ Resolution order, later wins::
       < recbole_mtl properties (overall.yaml < model/<Model>.yaml < dataset/<dataset>.yaml)
       < config files (in the order given) < config dict < command line
 
+For a RecBole model, the keys it needs that none of those layers' user parts set (``load_col``,
+``threshold``, ``train_neg_sample_args`` for a CE loss, ``RATING_FIELD``) are then derived from the
+dataset's keys (:mod:`recbole_mtl.derive`), and RecBole's own config errors become one-line
+:class:`~recbole_mtl.errors.ConfigError` s.
+
 Only the hooks that find models and internal YAML are overridden; RecBole's ``__init__`` runs
 unchanged.
 """
@@ -20,9 +25,9 @@ from typing import Any, Optional, Sequence
 
 from recbole.config import Config as RecBoleConfig
 
-from recbole_mtl.errors import ConfigError, MissingFileError, UnknownNameError, suggest
+from recbole_mtl.errors import ConfigError, MissingFileError, RecboleMTLError, UnknownNameError, suggest
 from recbole_mtl.hardening import literal_convert
-from recbole_mtl.utils import get_model
+from recbole_mtl.utils import get_model, plugin_model_names
 
 # Keys RecBole and this plugin read that no YAML file declares.
 _UNDECLARED_KEYS = {
@@ -177,11 +182,27 @@ class Config(RecBoleConfig):
 
     def _set_default_parameters(self):
         data_path = self.external_config_dict.get("data_path", self.internal_config_dict.get("data_path"))
-        super()._set_default_parameters()
+        self.derived = self._derive()
+        try:
+            super()._set_default_parameters()
+        except (ValueError, TypeError, NotImplementedError, RuntimeError) as e:
+            if isinstance(e, RecboleMTLError):
+                raise
+            from recbole_mtl.derive import recbole_config_error
+
+            raise recbole_config_error(e, self.model) from e
         self._check_dataset(data_path)
         metric = str(self.final_config_dict["valid_metric"]).split("@")[0].lower()
         if "_" in metric:  # a task metric of the multi-task models, e.g. interest_auc or rating_rmse
             self.final_config_dict["valid_metric_bigger"] = not metric.endswith(_SMALLER_SUFFIXES)
+
+    def _derive(self) -> dict:
+        """What a RecBole model needs from the dataset config (:mod:`recbole_mtl.derive`); the keys set."""
+        if self.model in plugin_model_names():
+            return {}
+        from recbole_mtl.derive import derive
+
+        return derive(self.final_config_dict, self.external_config_dict, self.model, self.model_class, self.dataset)
 
     def _check_dataset(self, data_root: Optional[str]) -> None:
         """Fail clearly (instead of RecBole trying to download) when the dataset has no files."""
