@@ -328,10 +328,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
                 raise SystemExit(code)
             return None
         from recbole_mtl import pipeline
+        from recbole_mtl.derive import split_note
+        from recbole_mtl.utils import plugin_model_names
 
         if args.resume:
             overrides.append("--resume=True")
-        return pipeline.run(_config(args, overrides, args.model))
+        config = _config(args, overrides, args.model)
+        if config["model"] not in plugin_model_names():  # a baseline alone: say which split it is scored on
+            shared = [o for o in overrides if o.split("=", 1)[0] == "--data_path"]
+            if args.config_files:
+                shared.append(f'--config_files="{args.config_files}"' if " " in args.config_files.strip()
+                              else f"--config_files={args.config_files}")
+            print(split_note(config, "".join(" " + a for a in shared)), file=sys.stderr, flush=True)
+        return pipeline.run(config)
     except Exception as e:  # user mistakes get one line; everything else a traceback
         _fail("recbole-mtl", e, args.debug)
 

@@ -303,3 +303,15 @@ def recbole_data_error(error: Exception, config) -> Optional[ConfigError]:
             f"{_flow(config['threshold'])}. Set threshold to {{field: value}} with a float field of {name}.inter "
             f"that load_col keeps, or set interest_label_field and interest_threshold and leave threshold unset.")
     return None
+
+
+def split_note(config, benchmark_args: str = "") -> str:
+    """The line the command line prints when a RecBole model runs alone: its split, and that
+    ``benchmark`` gives every model the same one."""
+    model = config["model"]
+    return (
+        f"note: {describe(model, config.model_class)} is evaluated on {describe_split(config['eval_args'])}, "
+        f"RecBole's setting for its kind, while MTLRec, MMoE and PLE use leave-one-out by time, so figures from "
+        f"separate runs are not comparable; `python run_recbole_mtl.py benchmark --dataset={config['dataset']} "
+        f"--models=MTLRec,{model}{benchmark_args}` trains every model on the same split."
+    )

@@ -27,7 +27,8 @@ from recbole.utils import get_environment, get_flops, init_logger, init_seed, se
 from recbole_mtl import checkpoint, distributed
 from recbole_mtl.config import Config
 from recbole_mtl.data.validate import build_dataset, check_run_folders, validate_dataset
-from recbole_mtl.errors import CheckpointError, ConfigError
+from recbole_mtl.derive import recbole_data_error
+from recbole_mtl.errors import CheckpointError, ConfigError, RecboleMTLError
 from recbole_mtl.hardening import safe_create_dataset
 from recbole_mtl.utils import get_model, get_trainer, plugin_model_names
 
@@ -54,14 +55,22 @@ def build_data_and_model(config: Config) -> tuple:
     if config["validate_data"] is not False:
         validate_dataset(config)
     init_seed(config["seed"], config["reproducibility"])
-    dataset = build_dataset(config, safe_create_dataset)
-    if distributed.context().is_distributed:
-        train_data, valid_data, test_data = _distributed_data(config, dataset)
-        # the same seed on every rank: the tables start as in one process (DDP syncs the rest)
-        init_seed(config["seed"], config["reproducibility"])
-    else:
-        train_data, valid_data, test_data = data_preparation(config, dataset)
-        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    try:
+        dataset = build_dataset(config, safe_create_dataset)
+        if distributed.context().is_distributed:
+            train_data, valid_data, test_data = _distributed_data(config, dataset)
+            # the same seed on every rank: the tables start as in one process (DDP syncs the rest)
+            init_seed(config["seed"], config["reproducibility"])
+        else:
+            train_data, valid_data, test_data = data_preparation(config, dataset)
+            init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    except (AttributeError, ValueError) as e:  # RecBole's own, when the config is the cause: one line
+        if isinstance(e, RecboleMTLError):
+            raise
+        translated = recbole_data_error(e, config)
+        if translated is None:
+            raise
+        raise translated from e
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     if distributed.context().is_distributed:
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -131,6 +140,8 @@ def run(config: Config, saved: bool = True, verbose: bool = True) -> dict:
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
+    if getattr(config, "derived", None):
+        logger.info(f"derived from the dataset config for {config['model']}: {config.derived}")
     built = build(config)
     logger.info(built.dataset)
     logger.info(built.model)
