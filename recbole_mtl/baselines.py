@@ -9,13 +9,15 @@ the same code (``CategoryTask.metrics``) on the same held-out items.
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 import torch
 from recbole.utils import FeatureType, init_seed
 from torch import nn
 
-from recbole_mtl.hardening import safe_create_dataset
+from recbole_mtl.benchmark import split_of
 from recbole_mtl.config import Config
+from recbole_mtl.hardening import safe_create_dataset
 from recbole_mtl.data.validate import build_dataset, validate_dataset
 from recbole_mtl.tasks.category import CategoryTask
 from recbole_mtl.utils import peak_rss_mb
@@ -39,10 +41,10 @@ def item_feature_matrix(dataset, exclude: set) -> torch.Tensor:
     return torch.cat(columns, dim=1) if columns else torch.zeros(len(dataset.item_feat), 0)
 
 
-def train_category_mlp(dataset_name: str, config_dict: dict) -> dict:
+def train_category_mlp(dataset_name: str, config_dict: dict, config_file_list: Optional[list] = None) -> dict:
     """Train and test the classifier; returns the benchmark worker's record."""
-    config = Config(model="MTLRec", dataset=dataset_name, config_dict={**config_dict, "tasks": ["category"]},
-                    cmd_args=[])
+    config = Config(model="MTLRec", dataset=dataset_name, config_file_list=config_file_list,
+                    config_dict={**config_dict, "tasks": ["category"]}, cmd_args=[])
     validate_dataset(config)
     init_seed(config["seed"], config["reproducibility"])
     dataset = build_dataset(config, safe_create_dataset)
@@ -103,4 +105,5 @@ def train_category_mlp(dataset_name: str, config_dict: dict) -> dict:
         "train_time_s": round(train_time, 2),
         "time_per_epoch_s": round(train_time / epochs_run, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "split": split_of(config),
     }

@@ -56,7 +56,7 @@ CATEGORY_MLP = "CategoryMLP"
 LEAVE_ONE_OUT = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user"}
 RESULT_TAG = "BENCHMARK_RESULT "
 FIELDS = ["model", "seed", "fold", "learning_rate", "tasks", "selected", "valid_metric", "valid_score",
-          "epochs_run", "best_epoch", "time_per_epoch_s", "train_time_s", "peak_rss_mb", "curve"]
+          "epochs_run", "best_epoch", "time_per_epoch_s", "train_time_s", "peak_rss_mb", "split", "curve"]
 
 
 @dataclass(frozen=True)
@@ -122,10 +122,13 @@ def run_config(spec: ModelSpec, seed: int, fold: int, folds: int, learning_rate:
         "seed": seed, "epochs": args["epochs"], "stopping_step": args["stopping_step"], "learning_rate": learning_rate,
         "show_progress": False, "state": "INFO", "checkpoint_dir": args["checkpoint_dir"],
         "MAX_ITEM_LIST_LENGTH": args["max_len"], "eval_args": dict(LEAVE_ONE_OUT),
-        "load_col": None,  # every column: the models read the features they use
     }
+    if not _files_set(args.get("config_files"), "load_col"):
+        config["load_col"] = None  # every column: the models read the features they use
     if args.get("data_path"):
         config["data_path"] = args["data_path"]
+    if args.get("config_files"):
+        config["config_files"] = list(args["config_files"])  # the dataset config: each run reads it
     if spec.plugin or spec.model == CATEGORY_MLP:
         config.update({"tasks": list(spec.tasks), "valid_metric": spec.valid_metric,
                        "metrics": ["Recall", "MRR", "NDCG", "Hit", "Precision"], "topk": [10]})
@@ -135,28 +138,41 @@ def run_config(spec: ModelSpec, seed: int, fold: int, folds: int, learning_rate:
         if spec.balance:
             config["loss_balance"] = spec.balance
     elif spec.tasks == ("interest",):
-        config.update({"threshold": {args["label_field"]: args["label_threshold"]}, "metrics": ["AUC", "LogLoss"],
-                       "valid_metric": "AUC", "train_neg_sample_args": None})
+        # the label: --label_field/--label_threshold, else the dataset's interest_label_field and
+        # interest_threshold, the multi-task models' interest label (recbole_mtl.derive sets threshold)
+        config.update({"metrics": ["AUC", "LogLoss"], "valid_metric": "AUC", "train_neg_sample_args": None})
+        if args.get("label_field"):
+            threshold = args["label_threshold"] if args.get("label_threshold") is not None else 4.0
+            config["threshold"] = {args["label_field"]: threshold}
+        elif args.get("label_threshold") is not None:
+            config["interest_threshold"] = args["label_threshold"]
         config["eval_args"]["mode"] = "labeled"
-    else:
+    else:  # a CE loss gets no negatives from recbole_mtl.derive, a BPR loss RecBole's sampled ones
         config.update({"metrics": ["Recall", "MRR", "NDCG", "Hit", "Precision"], "topk": [10],
                        "valid_metric": "NDCG@10"})
         config["eval_args"]["mode"] = "full"
-        if _recbole_default(spec.model, "loss_type") == "CE":  # softmax over all items: no negatives
-            config["train_neg_sample_args"] = None
     config.update(args.get("overrides") or {})  # the user's --key=value, for every model
     return config
 
 
-def _recbole_default(model: str, key: str):
-    """A key of RecBole's own ``properties/model/<model>.yaml`` (None when absent)."""
-    import recbole
+def _files_set(files, key: str) -> bool:
+    """Whether one of the YAML ``files`` sets ``key``."""
     import yaml
 
-    path = Path(recbole.__file__).parent / "properties" / "model" / f"{model}.yaml"
-    if not path.is_file():
-        return None
-    return (yaml.safe_load(path.read_text()) or {}).get(key)
+    for file in files or []:
+        try:
+            loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # the run's Config reports it
+        if isinstance(loaded, dict) and key in loaded:
+            return True
+    return False
+
+
+def split_of(config) -> str:
+    """How the run split the interactions (RecBole's eval_args but the evaluation mode), for runs.csv."""
+    eval_args = config["eval_args"] or {}
+    return json.dumps({k: eval_args.get(k) for k in ("split", "order", "group_by")}, sort_keys=True)
 
 
 def _interest_metrics_of_baseline(trainer, test_data, config) -> dict:
@@ -188,11 +204,14 @@ def worker(spec_text: str, dataset: str, config_dict: dict) -> dict:
     from recbole_mtl.utils import peak_rss_mb
 
     spec = parse_spec(spec_text)
+    config_dict = dict(config_dict)
+    config_files = config_dict.pop("config_files", None)
     if spec.model == CATEGORY_MLP:
         from recbole_mtl.baselines import train_category_mlp
 
-        return train_category_mlp(dataset, config_dict)
-    config = Config(model=spec.model, dataset=dataset, config_dict=config_dict, cmd_args=[])
+        return train_category_mlp(dataset, config_dict, config_files)
+    config = Config(model=spec.model, dataset=dataset, config_file_list=config_files, config_dict=config_dict,
+                    cmd_args=[])
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     built = pipeline.build(config)
@@ -217,6 +236,7 @@ def worker(spec_text: str, dataset: str, config_dict: dict) -> dict:
         "best_epoch": 1 + max(range(len(curve)), key=lambda i: curve[i][1] if trainer.valid_metric_bigger
                               else -curve[i][1]) if curve else epochs_run,
         "curve": json.dumps(curve),
+        "split": split_of(config),
         "train_time_s": round(train_time, 2),
         "time_per_epoch_s": round(train_time / epochs_run, 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -352,6 +372,9 @@ def markdown(summary: dict, rows: list[dict], specs: list[ModelSpec], command: s
         f"(stopping_step={args.stopping_step}), MAX_ITEM_LIST_LENGTH={args.max_len}, learning rate chosen on "
         f"validation from {args.lr_grid} per model, seed and fold; seeds {args.seed_list}"
         + (f"; category task: {args.folds}-fold over items" if args.folds > 1 else "")
+        + (f". Every run reads {', '.join(f'`{Path(f).name}`' for f in args.config_files.split())}; what a RecBole "
+           "model needs beyond it (load_col, its label, no negatives for a CE loss) is derived from it"
+           if args.config_files else "")
         + f". Every other setting is the model's default YAML. Values: mean ± std over the selected runs "
         "(seeds x folds); **bold**: best in the column. Every run: [`runs.csv`](runs.csv).", "",
     ]
@@ -439,9 +462,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr_grid", default="0.001", help="comma-separated learning rates, chosen on validation")
     parser.add_argument("--folds", type=int, default=1, help="K-fold over items for the category task (K >= 2)")
     parser.add_argument("--max_len", type=int, default=20, help="MAX_ITEM_LIST_LENGTH of every sequential model")
-    parser.add_argument("--label_field", default="rating", help="interest label field for the CTR baselines")
-    parser.add_argument("--label_threshold", type=float, default=4.0, help="label = field >= threshold")
+    parser.add_argument("--label_field", default=None,
+                        help="interest label field for the CTR baselines (default: the dataset's interest_label_field, "
+                        "the multi-task models' interest label)")
+    parser.add_argument("--label_threshold", type=float, default=None,
+                        help="label = field >= threshold (default: the dataset's interest_threshold)")
     parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's)")
+    parser.add_argument("--config_files", default=None,
+                        help='YAML files read by every run, space separated, e.g. the dataset config that convert '
+                        'writes: --config_files=dataset/NAME/NAME.yaml')
     parser.add_argument("--out", default=None, help="output folder (default: results/<dataset>)")
     parser.add_argument("--timeout", type=int, default=6 * 3600, help="seconds one run may take")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -473,7 +502,8 @@ def main(argv: Sequence[str]) -> dict:
     done = {_key(r) for r in rows}
     base = {"epochs": args.epochs, "stopping_step": args.stopping_step, "max_len": args.max_len,
             "checkpoint_dir": str(out / "checkpoints"), "label_field": args.label_field,
-            "label_threshold": args.label_threshold, "data_path": args.data_path, "overrides": overrides}
+            "label_threshold": args.label_threshold, "data_path": args.data_path, "overrides": overrides,
+            "config_files": [str(Path(f).resolve()) for f in (args.config_files or "").split() if f]}
     plan = []
     for seed in args.seed_list:
         for spec in specs:
@@ -495,7 +525,7 @@ def main(argv: Sequence[str]) -> dict:
         row = {"model": spec.text, "seed": seed, "fold": fold, "learning_rate": lr, "tasks": "+".join(spec.tasks),
                "selected": 0, "valid_metric": config.get("valid_metric", spec.valid_metric),
                **{k: result.get(k, "") for k in ("valid_score", "epochs_run", "best_epoch", "time_per_epoch_s",
-                                                "train_time_s", "peak_rss_mb", "curve")},
+                                                "train_time_s", "peak_rss_mb", "split", "curve")},
                **result["test"]}
         rows.append(row)
         write_runs(runs_csv, select(rows))
