@@ -288,10 +288,15 @@ def recbole_data_error(error: Exception, config) -> Optional[ConfigError]:
                if inter_cols is not None and config[k] not in inter_cols]
         if ids:
             fields = " and ".join(f"{key} '{value}'" for key, value in ids)
+            if config["derive_model_config"] is False:
+                other = "or drop derive_model_config: False so that recbole-mtl loads what each model needs"
+            elif "load_col" in (getattr(config, "external_config_dict", None) or {}):
+                other = "or remove load_col from your config and recbole-mtl loads what each model needs"
+            else:
+                other = "or check that USER_ID_FIELD and ITEM_ID_FIELD name fields of the file"
             return DataValidationError(
                 f"RecBole loaded {name}.inter without {fields}: load_col['inter'] is {_flow(inter_cols)}. Add "
-                f"{'it' if len(ids) == 1 else 'them'} to load_col['inter'], or remove load_col from your config "
-                f"and recbole-mtl loads what each model needs."
+                f"{'it' if len(ids) == 1 else 'them'} to load_col['inter'], {other}."
             )
         return DataValidationError(
             f"RecBole could not load {name} ({message}): a field the config names (USER_ID_FIELD "
