@@ -230,8 +230,7 @@ def describe_split(eval_args: dict) -> str:
     if isinstance(mode, dict):
         mode = mode.get("test", mode.get("valid"))
     if "LS" in split:
-        words = ("leave-one-out " + ("by time" if order == "TO" else "in random order")
-                 + " (each user's last interaction is the test case, the one before it validation)")
+        words = "leave-one-out " + ("by time" if order == "TO" else "in random order")
     elif "RS" in split:
         ratios = [float(r) for r in split["RS"]]
         total = sum(ratios) or 1.0
@@ -311,12 +310,24 @@ def recbole_data_error(error: Exception, config) -> Optional[ConfigError]:
 
 
 def split_note(config, benchmark_args: str = "") -> str:
-    """The line the command line prints when a RecBole model runs alone: its split, and that
-    ``benchmark`` gives every model the same one."""
+    """The line the command line prints when a RecBole model runs alone: its split, whether the
+    multi-task models' figures compare with it, and the ``benchmark`` command that gives every model
+    the same split."""
     model = config["model"]
-    return (
-        f"note: {describe(model, config.model_class)} is evaluated on {describe_split(config['eval_args'])}, "
-        f"RecBole's setting for its kind, while MTLRec, MMoE and PLE use leave-one-out by time, so figures from "
-        f"separate runs are not comparable; `python run_recbole_mtl.py benchmark --dataset={config['dataset']} "
-        f"--models=MTLRec,{model}{benchmark_args}` trains every model on the same split."
-    )
+    eval_args = config["eval_args"] or {}
+    mode = eval_args.get("mode")
+    mode = mode.get("test", mode.get("valid")) if isinstance(mode, dict) else mode
+    same_split = "LS" in (eval_args.get("split") or {}) and str(eval_args.get("order", "")).upper() == "TO" \
+        and eval_args.get("group_by") == "user"
+    command = (f"`python run_recbole_mtl.py benchmark --dataset={config['dataset']} --models=MTLRec,{model}"
+               f"{benchmark_args}`")
+    head = f"note: {describe(model, config.model_class)} is evaluated on {describe_split(eval_args)}, RecBole's setting for its kind"
+    if same_split and mode == "full":
+        return (f"{head}: the split MTLRec, MMoE and PLE use too; {command} also gives every model the same seeds, "
+                f"epochs and history length.")
+    if same_split:
+        return (f"{head}: the split MTLRec, MMoE and PLE use, but its test mode {mode} is not their interest task's "
+                f"(labelled interactions), so the figures are not comparable; {command} trains every model on the "
+                f"same split and scores it the same way.")
+    return (f"{head}, while MTLRec, MMoE and PLE use leave-one-out by time, so figures from separate runs are not "
+            f"comparable; {command} trains every model on the same split.")

@@ -195,15 +195,26 @@ def test_baseline_alone_says_its_split_and_points_to_benchmark(renamed, capsys):
     assert len(notes) == 1, err
     note = notes[0]
     assert "BPR (a general RecBole model) is evaluated on a random 80/10/10 split of each user's interactions" in note
-    assert "MTLRec, MMoE and PLE use leave-one-out by time" in note
+    assert "MTLRec, MMoE and PLE use leave-one-out by time, so figures from separate runs are not comparable" in note
     assert f"benchmark --dataset=shop --models=MTLRec,BPR --data_path={data} --config_files={yaml}" in note
+
+
+def test_split_note_says_when_the_split_is_the_multi_task_models_own(renamed):
+    from recbole_mtl.derive import split_note
+
+    data, yaml = renamed
+    sasrec = split_note(_config("SASRec", data, yaml))
+    assert "leave-one-out by time" in sasrec and "the split MTLRec, MMoE and PLE use too" in sasrec
+    assert "benchmark --dataset=shop --models=MTLRec,SASRec" in sasrec
+    din = split_note(_config("DIN", data, yaml))
+    assert "its test mode uni100 is not their interest task's" in din and "not comparable" in din
 
 
 def test_split_descriptions():
     from recbole_mtl.derive import describe_split
 
     loo = describe_split({"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"})
-    assert loo.startswith("leave-one-out by time (each user's last interaction is the test case")
+    assert loo == "leave-one-out by time (eval_args: split {LS: valid_and_test}, order TO, group_by user, mode full)"
     assert describe_split({"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": None,
                            "mode": {"valid": "labeled", "test": "labeled"}}).startswith(
         "a random 80/10/10 split of all interactions (eval_args: split {RS: [0.8, 0.1, 0.1]}, order RO, mode labeled)")
