@@ -121,6 +121,11 @@ def derive(final: dict, external: dict, model: str, model_class, dataset: str) -
     """
     from recbole.utils import ModelType
 
+    for key, example in (("load_col", "{inter: [user_id, item_id, rating, timestamp]}"), ("threshold", "{rating: 4}"),
+                         ("eval_args", "{split: {LS: valid_and_test}, order: TO, mode: full}")):
+        if final.get(key) is not None and not isinstance(final[key], dict):
+            raise ConfigError(f"config key {key} must be a dict such as {example}, or None; got {final[key]!r}. "
+                              f"Fix it in your config file, config dict or --{key}=...")
     if final.get("derive_model_config") is False:
         return {}
     derived: dict = {}

@@ -171,6 +171,8 @@ MISMATCHES = [
      ["RecBole rejected the config of DeepFM", "Ranking metrics and value metrics", "Fix: set metrics"]),
     ("RecBole's own config error: full ranking with value metrics", ["--model=DeepFM", "--eval_args={'mode':'full'}"],
      ["RecBole rejected the config of DeepFM", "eval_args mode to labeled"]),
+    ("a dict key given as something else", ["--model=DeepFM", "--threshold=4"],
+     ["config key threshold must be a dict such as {rating: 4}, or None; got 4"]),
     ("RecBole's data error without the derivation", ["--model=BPR", "--derive_model_config=False"],
      ["RecBole loaded shop.inter without USER_ID_FIELD 'reviewer' and ITEM_ID_FIELD 'asin'", "load_col['inter']",
       "drop derive_model_config: False"]),
