@@ -15,7 +15,7 @@ import torch
 from recbole.utils import FeatureType, init_seed
 from torch import nn
 
-from recbole_mtl.benchmark import split_of
+from recbole_mtl.derive import split_of
 from recbole_mtl.config import Config
 from recbole_mtl.hardening import safe_create_dataset
 from recbole_mtl.data.validate import build_dataset, validate_dataset

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from recbole_mtl.checkpoint import atomic_open, atomic_write_text
+from recbole_mtl.derive import split_of
 from recbole_mtl.errors import ConfigError, RunFailedError
 from recbole_mtl.tasks import DEFAULT_TASKS, REGISTRY, TASK_NAMES
 
@@ -167,12 +168,6 @@ def _files_set(files, key: str) -> bool:
         if isinstance(loaded, dict) and key in loaded:
             return True
     return False
-
-
-def split_of(config) -> str:
-    """How the run split the interactions (RecBole's eval_args but the evaluation mode), for runs.csv."""
-    eval_args = config["eval_args"] or {}
-    return json.dumps({k: eval_args.get(k) for k in ("split", "order", "group_by")}, sort_keys=True)
 
 
 def _interest_metrics_of_baseline(trainer, test_data, config) -> dict:

@@ -33,6 +33,7 @@ names the key and the fix):
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -336,3 +337,9 @@ def split_note(config, benchmark_args: str = "") -> str:
                 f"same split and scores it the same way.")
     return (f"{head}, while MTLRec, MMoE and PLE use leave-one-out by time, so figures from separate runs are not "
             f"comparable; {command} trains every model on the same split.")
+
+
+def split_of(config) -> str:
+    """How the run split the interactions (RecBole's eval_args but the evaluation mode), for runs.csv."""
+    eval_args = config["eval_args"] or {}
+    return json.dumps({k: eval_args.get(k) for k in ("split", "order", "group_by")}, sort_keys=True)
