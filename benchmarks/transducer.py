@@ -135,6 +135,9 @@ def time_to_quality(rows: list[dict]) -> tuple[list[str], dict]:
     target = max(figures["sasrec_best"])
     for r in mtl:
         curve = _curve(r)
+        own = max(range(len(curve)), key=lambda i: curve[i][1])
+        figures.setdefault("mtl_best", []).append(curve[own][1])
+        figures.setdefault("mtl_own_quiet", []).append((own + 1) * epoch.get("MTLRec", float("nan")))
         reach = next((i for i, (_, score) in enumerate(curve) if score >= target), None)
         if reach is None:
             lines.append(f"| MTLRec seed {r['seed']} | {max(s for _, s in curve):.4f} | never | - | - |")
@@ -208,8 +211,14 @@ def report(args, out: Path) -> str:
                         ratio <= 0.05))
     if tq.get("mtl_quiet") and tq.get("sasrec_quiet"):
         ratio = max(tq["mtl_quiet"]) / min(tq["sasrec_quiet"])
+        measured = f"{ratio:.3f}x" if math.isfinite(ratio) else (
+            f"never reached: MTLRec's best valid NDCG@10 {max(tq['mtl_best']):.4f} (best seed) < SASRec's "
+            f"{max(tq['sasrec_best']):.4f}")
         targets.append(("training time to SASRec's best valid NDCG@10, MTLRec (slowest seed) / SASRec",
-                        f"{ratio:.3f}x", "<= 0.1x", ratio <= 0.1))
+                        measured, "<= 0.1x", ratio <= 0.1))
+        own = max(tq["mtl_own_quiet"]) / min(tq["sasrec_quiet"])
+        targets.append(("(for reference, not a target) training time to each model's own best valid NDCG@10, "
+                        "MTLRec (slowest seed) / SASRec, at quiet-machine epoch times", f"{own:.3f}x", "-", None))
     if not ndcg_s:
         targets.append(("test NDCG@10, MTLRec / SASRec", "not measured (no SASRec run)", ">= 1.3x", None))
         targets.append(("training time to SASRec's best valid NDCG@10, MTLRec / SASRec", "not measured (no SASRec run)",
