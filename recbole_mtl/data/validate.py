@@ -468,6 +468,8 @@ def validate_dataset(config) -> list[str]:
     warnings += check_tasks(config, tasks, headers)
     if config["text_features"] and tasks:
         check_text_features(config, tasks)
+    if config["user_text_features"] and tasks:
+        check_user_text_features(config)
 
     logger = getLogger(__name__)
     for message in warnings:
@@ -531,6 +533,17 @@ def check_text_features(config, tasks: list) -> None:
     check_sidecar(feature_folder(config), config["dataset"], plm=config["plm"], text_fields=config["text_fields"],
                   forbidden_fields=forbidden,
                   fix_args=[f"--{k}={external[k]}" for k in ("data_path", "text_feature_dir") if external.get(k)])
+
+
+def check_user_text_features(config) -> None:
+    """With ``user_text_features`` on: the user feature file and its sidecar exist and were made from
+    the fields, review field and model this run would use. Raises :class:`TextFeatureError`."""
+    from recbole_mtl.text.embed import feature_folder
+    from recbole_mtl.text.users import check_user_sidecar, fix_args
+
+    check_user_sidecar(feature_folder(config), config["dataset"], plm=config["plm"],
+                       text_fields=config["user_text_fields"], review_field=config["user_review_field"] or None,
+                       fix_args=fix_args(config))
 
 
 # -- the folders a run writes --------------------------------------------------------------------
