@@ -208,6 +208,9 @@ def test_review_text_reads_only_the_training_interactions_of_the_models_split(ro
               eval_args={"split": {"LS": "valid_only"}, "order": "TO", "group_by": "user", "mode": "full"})
     with pytest.raises(TextFeatureError, match=r"user_review_field 'review' but the config sets None"):
         build(root, load_col=INTER_ONLY, user_text_features=True, user_text_fields=[])
+    # training never loads the review column (only embed reads it)
+    _, dataset, _, _, _, _ = build(root, user_review_field="review")
+    assert "review" not in dataset.inter_feat and "review_list" not in dataset.inter_feat
 
 
 # -- loading checks ----------------------------------------------------------------------------------

@@ -590,8 +590,8 @@ def check_run_folders(config, checkpoints: bool = True, text: Optional[bool] = N
 
     Args:
         checkpoints: check ``checkpoint_dir`` (training runs).
-        text: check the text-feature folder; ``None``: when ``text_features`` is on and the feature
-            file is not there yet (``embed`` has to write it).
+        text: check the text-feature folder; ``None``: when ``text_features`` (``user_text_features``)
+            is on and the item (user) feature file is not there yet (``embed`` has to write it).
 
     Raises:
         DataValidationError: naming the folder and the config key that moves it.
@@ -599,7 +599,11 @@ def check_run_folders(config, checkpoints: bool = True, text: Optional[bool] = N
     if text is None:
         from recbole_mtl.text.embed import feature_folder, feature_paths
 
-        text = bool(config["text_features"]) and not feature_paths(feature_folder(config), config["dataset"])[0].is_file()
+        from recbole_mtl.text.users import user_feature_paths
+
+        folder = feature_folder(config)
+        text = (bool(config["text_features"]) and not feature_paths(folder, config["dataset"])[0].is_file()) or \
+            (bool(config["user_text_features"]) and not user_feature_paths(folder, config["dataset"])[0].is_file())
     for folder, fix in run_folders(config, checkpoints, text):
         why = _unwritable(folder)
         if why:

@@ -121,6 +121,8 @@ def _review_dataset_class(base, review_field: str):
     from recbole.utils import FeatureSource, FeatureType
 
     class ReviewTextDataset(base):
+        keeps_review_text = True
+
         def _load_data(self, token, dataset_path):
             super()._load_data(token, dataset_path)
             feat = self.inter_feat
