@@ -293,3 +293,22 @@ def test_the_flag_off_changes_nothing(root):
         interaction = next(iter(test))[0]
         torch.testing.assert_close(plain.predict_tasks(interaction)["sequence"],
                                    off.predict_tasks(interaction)["sequence"])
+
+
+def test_recbole_loads_the_user_file_with_its_own_machinery(root):
+    from recbole.data import create_dataset
+
+    from recbole_mtl.text.features import read_vectors
+    from tests.conftest import base_config
+
+    write_random_user_features(root)
+    config = Config(model="BPR", dataset="ml-slice", cmd_args=[], config_dict={
+        **base_config(root), "additional_feat_suffix": ["useremb"],
+        "load_col": {"inter": ["user_id", "item_id"], "useremb": ["user_emb_id", "user_emb"]},
+        "alias_of_user_id": ["user_emb_id"], "preload_weight": {"user_emb_id": "user_emb"}})
+    dataset = create_dataset(config)
+    weight = dataset.get_preload_weight("user_emb_id")
+    assert weight.shape == (dataset.user_num, 10) and np.abs(weight[1:]).sum(1).min() > 0
+    ours = read_vectors(root / "ml-slice" / "ml-slice.useremb", 10, dataset, "user_id", "user_emb_id", "user_emb",
+                        "fix", "user")
+    np.testing.assert_allclose(weight, ours.numpy(), atol=1e-6)
