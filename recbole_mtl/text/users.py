@@ -216,10 +216,11 @@ def cut_to_model(texts: list[str], model) -> list[str]:
         return texts  # the model truncates at its own limit
     keep = max(1, int(limit) - 2)  # [CLS] ... [SEP]
     out = []
-    for text in texts:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False)
-        offsets = enc["offset_mapping"]
-        out.append(text if len(offsets) <= keep else text[:offsets[keep - 1][1]])
+    for start in range(0, len(texts), 1024):
+        chunk = texts[start:start + 1024]
+        encoded = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True, truncation=False)
+        for text, offsets in zip(chunk, encoded["offset_mapping"]):
+            out.append(text if len(offsets) <= keep else text[:offsets[keep - 1][1]])
     return out
 
 
