@@ -148,8 +148,10 @@ def table(results: list[dict], args, made: dict) -> str:
     for r in sorted(results, key=lambda r: (r["variant"] != "none", r["seed"])):
         rows.append(f"| {names[r['variant']]} | {r['seed']} | " + " | ".join(fmt(r[k]) for k, _ in METRICS)
                     + f" | {r['best_epoch']} of {r['epochs_run']} | {r['seconds']:.0f} |")
-        header_curve.append(f"| {names[r['variant']]} | {r['seed']} | " + " ".join(f"{v:.4f}" for v in r["curve"]) + " |")
-    summary = ["| variant | runs | " + " | ".join(label for _, label in METRICS) + " |", "|" + "---|" * (len(METRICS) + 2)]
+        header_curve.append(f"| {names[r['variant']]} | {r['seed']} | "
+                            + " ".join(f"{v:.4f}" for v in r["curve"]) + " |")
+    summary = ["| variant | runs | " + " | ".join(label for _, label in METRICS) + " |",
+               "|" + "---|" * (len(METRICS) + 2)]
     for variant in ("none", "user"):
         mine = [r for r in results if r["variant"] == variant]
         cells = []

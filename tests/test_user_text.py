@@ -160,7 +160,8 @@ def write_reviews(root: Path) -> dict[tuple[str, str], str]:
 def split_pairs(loader) -> set[tuple[str, str]]:
     ds = loader._dataset
     uid, iid = ds.field2id_token[ds.uid_field], ds.field2id_token[ds.iid_field]
-    return set(zip(uid[ds.inter_feat[ds.uid_field].numpy()].tolist(), iid[ds.inter_feat[ds.iid_field].numpy()].tolist()))
+    users, items = ds.inter_feat[ds.uid_field].numpy(), ds.inter_feat[ds.iid_field].numpy()
+    return set(zip(uid[users].tolist(), iid[items].tolist()))
 
 
 def test_review_text_reads_only_the_training_interactions_of_the_models_split(root):
