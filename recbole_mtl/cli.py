@@ -5,7 +5,7 @@ Mirrors RecBole's ``run_recbole.py``::
     run_recbole_mtl.py --model=MTLRec --dataset=ml-100k --config_files="a.yaml b.yaml" --epochs=5
 
 Every ``--key=value`` that is not a flag below is a config override (highest priority).
-Subcommands: ``embed`` writes PLM item-text vectors (``run_recbole_mtl.py embed --help``);
+Subcommands: ``embed`` writes PLM item-text (and user-text) vectors (``run_recbole_mtl.py embed --help``);
 ``validate`` checks a dataset's atomic files without training (``run_recbole_mtl.py validate --help``);
 ``benchmark`` compares models on one split and writes results/<dataset>/ (``run_recbole_mtl.py benchmark --help``);
 ``export`` joins a sharded checkpoint into a single-process one; ``evaluate`` tests a checkpoint;
@@ -93,7 +93,8 @@ def build_embed_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recbole-mtl embed",
         description="Encode item text with a pretrained language model into <dataset>.itememb "
-        "(item_id:token, item_emb:float_seq). Any other --key=value overrides a config key (e.g. --data_path=...).",
+        "(item_emb_id:token, item_emb:float_seq) and, with --users, user text into <dataset>.useremb. "
+        "Any other --key=value overrides a config key (e.g. --data_path=...).",
     )
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (default: ml-100k)")
     parser.add_argument("--plm", type=str, default=None,
@@ -102,6 +103,18 @@ def build_embed_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text_fields", nargs="+", default=None,
                         help="fields of the .item file joined into each item's text (default: config key "
                         "`text_fields`, else every token/token_seq field but the id and category_field)")
+    parser.add_argument("--users", action="store_true",
+                        help="also write user vectors <dataset>.useremb: each user's profile text and/or the review "
+                        "text of the user's training interactions (see --user_text_fields, --user_review_field)")
+    parser.add_argument("--users_only", action="store_true", help="write the user vectors only (no .itememb)")
+    parser.add_argument("--user_text_fields", nargs="*", default=None,
+                        help="fields of the .user file joined into each user's profile text (default: config key "
+                        "`user_text_fields` (ml-100k: age gender occupation), else every token/token_seq field "
+                        "but the id; the flag with no field: no profile text)")
+    parser.add_argument("--user_review_field", type=str, default=None,
+                        help="token/token_seq text field of the .inter file: the review text of each user's "
+                        "training-split interactions, most recent first (default: config key `user_review_field`, "
+                        "else none)")
     parser.add_argument("--config_files", type=str, default=None, help='YAML files, space separated')
     parser.add_argument("--batch_size", type=int, default=64, help="texts encoded per batch (default: 64)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -109,7 +122,8 @@ def build_embed_parser() -> argparse.ArgumentParser:
 
 
 def embed_main(argv: Sequence[str]) -> dict:
-    """The ``embed`` subcommand; returns what :func:`recbole_mtl.text.embed.embed_items` returns."""
+    """The ``embed`` subcommand; returns what :func:`recbole_mtl.text.embed.embed_items` returns (None
+    with ``--users_only``), plus ``users``: what :func:`recbole_mtl.text.users.embed_users` returns."""
     args, overrides = _parse(build_embed_parser(), argv)
     try:
         from recbole.utils import init_logger
@@ -120,15 +134,27 @@ def embed_main(argv: Sequence[str]) -> dict:
         config = _config(args, overrides, "MTLRec")
         check_run_folders(config, checkpoints=False, text=True)
         init_logger(config)
-        item_file = Path(config["data_path"]) / f"{args.dataset}.item"
-        result = embed_items(
-            args.dataset, item_file, feature_folder(config), plm=args.plm or config["plm"],
-            text_fields=args.text_fields or config["text_fields"], id_field=config["ITEM_ID_FIELD"],
-            exclude=[config["category_field"]] if config["category_field"] else [],
-            batch_size=args.batch_size, separator=config["field_separator"] or "\t",
-        )
-        state = "up to date, skipped" if result["skipped"] else "written"
-        print(f"{result['path']}: {result['items']} items x {result['dim']} dims ({state})")
+        result = None
+        if not args.users_only:
+            item_file = Path(config["data_path"]) / f"{args.dataset}.item"
+            result = embed_items(
+                args.dataset, item_file, feature_folder(config), plm=args.plm or config["plm"],
+                text_fields=args.text_fields or config["text_fields"], id_field=config["ITEM_ID_FIELD"],
+                exclude=[config["category_field"]] if config["category_field"] else [],
+                batch_size=args.batch_size, separator=config["field_separator"] or "\t",
+            )
+            state = "up to date, skipped" if result["skipped"] else "written"
+            print(f"{result['path']}: {result['items']} items x {result['dim']} dims ({state})")
+        if args.users or args.users_only:
+            from recbole_mtl.text.users import embed_users
+
+            fields = args.user_text_fields if args.user_text_fields is not None else config["user_text_fields"]
+            users = embed_users(config, feature_folder(config), plm=args.plm or config["plm"], text_fields=fields,
+                                review_field=args.user_review_field or config["user_review_field"] or None,
+                                batch_size=args.batch_size)
+            state = "up to date, skipped" if users["skipped"] else "written"
+            print(f"{users['path']}: {users['users']} users x {users['dim']} dims ({state})")
+            result = {**(result or {}), "users": users}
         return result
     except Exception as e:
         _fail("recbole-mtl embed", e, args.debug)

@@ -28,6 +28,11 @@ from recbole_mtl.errors import ConfigError
 class MultiTaskDataset(SequentialDataset):
     """Sequential dataset (leave-one-out by time) with derived task labels and an item-label split."""
 
+    #: Keep the ``user_review_field`` column when loading (only ``embed --users`` reads it; the
+    #: models read the user vectors made from it, and a text column would be copied into every
+    #: history row of RecBole's sequential augmentation).
+    keeps_review_text = False
+
     def __init__(self, config):
         ratio = config["category_holdout_ratio"]
         self.holdout_ratio = float(ratio if ratio is not None else 0.2)
@@ -37,6 +42,12 @@ class MultiTaskDataset(SequentialDataset):
                 "Set e.g. --category_holdout_ratio=0.2."
             )
         super().__init__(config)
+
+    def _load_data(self, token, dataset_path):
+        super()._load_data(token, dataset_path)
+        review = self.config["user_review_field"]
+        if review and not self.keeps_review_text and self.inter_feat is not None and review in self.inter_feat:
+            self._del_col(self.inter_feat, review)
 
     # -- derived interaction labels --------------------------------------------------------
     def _normalize(self):

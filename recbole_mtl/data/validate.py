@@ -468,6 +468,8 @@ def validate_dataset(config) -> list[str]:
     warnings += check_tasks(config, tasks, headers)
     if config["text_features"] and tasks:
         check_text_features(config, tasks)
+    if config["user_text_features"] and tasks:
+        check_user_text_features(config)
 
     logger = getLogger(__name__)
     for message in warnings:
@@ -533,6 +535,17 @@ def check_text_features(config, tasks: list) -> None:
                   fix_args=[f"--{k}={external[k]}" for k in ("data_path", "text_feature_dir") if external.get(k)])
 
 
+def check_user_text_features(config) -> None:
+    """With ``user_text_features`` on: the user feature file and its sidecar exist and were made from
+    the fields, review field and model this run would use. Raises :class:`TextFeatureError`."""
+    from recbole_mtl.text.embed import feature_folder
+    from recbole_mtl.text.users import check_user_sidecar, fix_args
+
+    check_user_sidecar(feature_folder(config), config["dataset"], plm=config["plm"],
+                       text_fields=config["user_text_fields"], review_field=config["user_review_field"] or None,
+                       fix_args=fix_args(config))
+
+
 # -- the folders a run writes --------------------------------------------------------------------
 def _unwritable(folder: Path) -> Optional[str]:
     """Why ``folder`` cannot be created or written, or None (probes with a temp file)."""
@@ -577,8 +590,8 @@ def check_run_folders(config, checkpoints: bool = True, text: Optional[bool] = N
 
     Args:
         checkpoints: check ``checkpoint_dir`` (training runs).
-        text: check the text-feature folder; ``None``: when ``text_features`` is on and the feature
-            file is not there yet (``embed`` has to write it).
+        text: check the text-feature folder; ``None``: when ``text_features`` (``user_text_features``)
+            is on and the item (user) feature file is not there yet (``embed`` has to write it).
 
     Raises:
         DataValidationError: naming the folder and the config key that moves it.
@@ -586,7 +599,11 @@ def check_run_folders(config, checkpoints: bool = True, text: Optional[bool] = N
     if text is None:
         from recbole_mtl.text.embed import feature_folder, feature_paths
 
-        text = bool(config["text_features"]) and not feature_paths(feature_folder(config), config["dataset"])[0].is_file()
+        from recbole_mtl.text.users import user_feature_paths
+
+        folder = feature_folder(config)
+        text = (bool(config["text_features"]) and not feature_paths(folder, config["dataset"])[0].is_file()) or \
+            (bool(config["user_text_features"]) and not user_feature_paths(folder, config["dataset"])[0].is_file())
     for folder, fix in run_folders(config, checkpoints, text):
         why = _unwritable(folder)
         if why:

@@ -49,6 +49,7 @@ from recbole_mtl.tasks.interest import INTEREST_LABEL
 from recbole_mtl.text.embed import feature_folder
 from recbole_mtl.text.features import load_item_vectors
 from recbole_mtl.text.fusion import TextFusion
+from recbole_mtl.text.users import load_user_vectors
 
 TRAIN_POSITIONS = ("all", "last")
 
@@ -127,6 +128,7 @@ class MultiTaskRecommender(SequentialRecommender):
             sharding=sharding_options(config), backend=str(config["embedding_backend"] or "fused").lower(),
         )
         self.text = self._build_text_fusion(config, dataset)
+        self.user_text = self._build_user_text_fusion(config, dataset)
         self.encoder = build_encoder(config, self.dim, self.max_seq_length)
         self.action_field = self._action_field(config, dataset)
         #: embedding of each history interaction's outcome (0: padding, 1: not liked, 2: liked)
@@ -164,6 +166,23 @@ class MultiTaskRecommender(SequentialRecommender):
         )
         return TextFusion(vectors.to(self.device), self.dim, str(config["text_adapter"] or "linear"),
                           str(config["text_fusion"] or "add"))
+
+    def _build_user_text_fusion(self, config, dataset) -> Optional[TextFusion]:
+        """PLM user vectors fused with the user-id embedding, when ``user_text_features`` is on."""
+        if not config["user_text_features"]:
+            return None
+        vectors = load_user_vectors(config, dataset)
+        return TextFusion(vectors.to(self.device), self.dim, str(config["user_text_adapter"] or "linear"),
+                          str(config["user_text_fusion"] or "add"))
+
+    def _user_parts(self, interaction, pooled, rows: torch.Tensor) -> list[torch.Tensor]:
+        """The user side's pooled features ``[N, D]`` each, at ``rows``; with user text, the
+        user-id embedding is fused with the user's PLM vector through its adapter."""
+        parts = [pooled[f.field][rows] for f in self.spec.user_fields]
+        if self.user_text is not None:
+            uid = self.spec.user_fields[0].field  # the user id is always the first user field
+            parts[0] = self.user_text(interaction[uid][rows], parts[0])
+        return parts
 
     def _action_field(self, config, dataset) -> Optional[str]:
         """The ``.inter`` label column whose value at each history position is an encoder input
@@ -295,7 +314,7 @@ class MultiTaskRecommender(SequentialRecommender):
                                   interaction[self.ITEM_SEQ_LEN],
                                   self._times(interaction, all_positions))
             state = states[batch.rows, batch.cols]  # [N, D]
-            parts = [state] + [pooled[f.field][batch.rows] for f in self.spec.user_fields]
+            parts = [state] + self._user_parts(interaction, pooled, batch.rows)
             parts += [interaction[n].float()[batch.rows].view(-1, 1) for n in self.spec.user_floats]
             batch.reps = self.mixture(torch.cat(parts, dim=-1), state)
         return batch

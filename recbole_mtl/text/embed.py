@@ -111,25 +111,37 @@ def read_item_texts(item_file: Path, text_fields: Optional[Sequence[str]], id_fi
     Returns:
         ``(ids, texts, fields_used)``.
     """
-    if not item_file.is_file():
-        raise TextFeatureError(f"no item file {item_file}: the embed command reads item text from the .item atomic file.")
-    with open(item_file, encoding="utf-8", errors="replace") as f:
+    return read_texts(item_file, text_fields, id_field, separator, exclude, "item", "--text_fields")
+
+
+def read_texts(path: Path, text_fields: Optional[Sequence[str]], id_field: str, separator: str = "\t",
+               exclude: Sequence[str] = (), noun: str = "item", flag: str = "--text_fields"
+               ) -> tuple[list[str], list[str], list[str]]:
+    """Ids and one text per row (``"field: value. field: value"``) of a ``.item`` or ``.user`` file.
+
+    Args:
+        noun: ``item`` or ``user`` (the file kind, for messages); ``flag``: the embed flag that picks fields.
+    """
+    if not path.is_file():
+        raise TextFeatureError(f"no {noun} file {path}: the embed command reads {noun} text from the .{noun} "
+                               "atomic file.")
+    with open(path, encoding="utf-8", errors="replace") as f:
         header = f.readline().rstrip("\n").rstrip("\r").split(separator)
         names = [h.split(":")[0] for h in header]
         types = {h.split(":")[0]: (h.split(":")[1] if ":" in h else "") for h in header}
         if id_field not in names:
-            raise TextFeatureError(f"{item_file}, line 1: no '{id_field}' column in the header {header}.")
+            raise TextFeatureError(f"{path}, line 1: no '{id_field}' column in the header {header}.")
         if text_fields is None:
             text_fields = [n for n in names if n != id_field and n not in exclude
                            and types[n] in ("token_seq", "token")]
         missing = [t for t in text_fields if t not in names]
         if missing:
             raise TextFeatureError(
-                f"{item_file}, line 1: text field(s) {missing} not in the header (fields: {names}). "
-                "Pick --text_fields from the header."
+                f"{path}, line 1: text field(s) {missing} not in the header (fields: {names}). "
+                f"Pick {flag} from the header."
             )
         if not text_fields:
-            raise TextFeatureError(f"{item_file}: no text field to embed; pass --text_fields.")
+            raise TextFeatureError(f"{path}: no text field to embed; pass {flag}.")
         idx = {n: i for i, n in enumerate(names)}
         ids, texts = [], []
         for lineno, line in enumerate(f, start=2):
@@ -139,13 +151,13 @@ def read_item_texts(item_file: Path, text_fields: Optional[Sequence[str]], id_fi
             cols = line.split(separator)
             if len(cols) != len(names):
                 raise TextFeatureError(
-                    f"{item_file}, line {lineno}: {len(cols)} columns, the header has {len(names)}."
+                    f"{path}, line {lineno}: {len(cols)} columns, the header has {len(names)}."
                 )
             parts = [f"{t}: {cols[idx[t]].strip()}" for t in text_fields if cols[idx[t]].strip()]
             ids.append(cols[idx[id_field]])
             texts.append(". ".join(parts) if parts else "(no text)")
     if not ids:
-        raise TextFeatureError(f"{item_file} has no items.")
+        raise TextFeatureError(f"{path} has no {noun}s.")
     return ids, texts, list(text_fields)
 
 
@@ -155,11 +167,17 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def encode(texts: list[str], plm: str, batch_size: int = 64, show_progress: bool = True) -> np.ndarray:
-    """Sentence vectors ``[N, dim]`` (float32) of ``texts`` with a sentence-transformers model."""
+def load_plm(plm: str):
+    """The sentence-transformers model ``plm`` (a local path, or a hub name when there is network)."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(plm, device=_device())
+    return SentenceTransformer(plm, device=_device())
+
+
+def encode(texts: list[str], plm, batch_size: int = 64, show_progress: bool = True) -> np.ndarray:
+    """Sentence vectors ``[N, dim]`` (float32) of ``texts`` with a sentence-transformers model
+    (``plm``: its name or path, or the loaded model)."""
+    model = load_plm(plm) if isinstance(plm, str) else plm
     vectors = model.encode(texts, batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=True)
     return np.asarray(vectors, dtype=np.float32)
 

@@ -76,13 +76,25 @@ def load_item_vectors(dataset, folder: Path, dataset_name: str, plm: Optional[st
             file (and line) and the command that regenerates it.
     """
     path, dim, fix = check_sidecar(folder, dataset_name, plm, text_fields, forbidden_fields, fix_args)
-    token_to_id = dataset.field2token_id[dataset.iid_field]
-    vectors = torch.zeros(dataset.item_num, dim)
-    seen = torch.zeros(dataset.item_num, dtype=torch.bool)
+    return read_vectors(path, dim, dataset, dataset.iid_field, ID_FIELD, EMB_FIELD, fix, "item")
+
+
+def read_vectors(path: Path, dim: int, dataset, field: str, id_column: str, emb_column: str, fix: str,
+                 noun: str) -> torch.Tensor:
+    """Vectors ``[dataset.num(field), dim]`` of a ``<id_column>:token, <emb_column>:float_seq`` file,
+    aligned with the dataset's ids of ``field`` (row 0, padding, is zero); every id must have one.
+
+    Raises:
+        TextFeatureError: naming the file, line and field, and the command ``fix`` that regenerates it.
+    """
+    token_to_id = dataset.field2token_id[field]
+    n = len(dataset.field2id_token[field])
+    vectors = torch.zeros(n, dim)
+    seen = torch.zeros(n, dtype=torch.bool)
     with open(path, encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split("\t")
-        if header != [f"{ID_FIELD}:token", f"{EMB_FIELD}:float_seq"]:
-            raise TextFeatureError(f"{path}, line 1: expected the header '{ID_FIELD}:token\\t{EMB_FIELD}:float_seq', "
+        if header != [f"{id_column}:token", f"{emb_column}:float_seq"]:
+            raise TextFeatureError(f"{path}, line 1: expected the header '{id_column}:token\\t{emb_column}:float_seq', "
                                    f"got {header}. Regenerate it with: {fix}")
         for lineno, line in enumerate(f, start=2):
             line = line.rstrip("\n")
@@ -92,23 +104,23 @@ def load_item_vectors(dataset, folder: Path, dataset_name: str, plm: Optional[st
             try:
                 row = [float(v) for v in values.split(" ")]
             except ValueError:
-                raise TextFeatureError(f"{path}, line {lineno}, field {EMB_FIELD}: not a list of numbers. "
+                raise TextFeatureError(f"{path}, line {lineno}, field {emb_column}: not a list of numbers. "
                                        f"Regenerate it with: {fix}") from None
             if len(row) != dim:
-                raise TextFeatureError(f"{path}, line {lineno}, field {EMB_FIELD}: {len(row)} values, the sidecar "
+                raise TextFeatureError(f"{path}, line {lineno}, field {emb_column}: {len(row)} values, the sidecar "
                                        f"says dimension {dim}. Regenerate it with: {fix}")
             if not all(math.isfinite(v) for v in row):
-                raise TextFeatureError(f"{path}, line {lineno}, field {EMB_FIELD}: NaN or inf values. "
+                raise TextFeatureError(f"{path}, line {lineno}, field {emb_column}: NaN or inf values. "
                                        f"Regenerate it with: {fix}")
             if token not in token_to_id:
-                raise TextFeatureError(f"{path}, line {lineno}, field {ID_FIELD}: item '{token}' is not in the "
-                                       f"dataset. Regenerate it from the current .item file with: {fix}")
+                raise TextFeatureError(f"{path}, line {lineno}, field {id_column}: {noun} '{token}' is not in the "
+                                       f"dataset. Regenerate it from the current .{noun} file with: {fix}")
             index = token_to_id[token]
             vectors[index] = torch.tensor(row)
             seen[index] = True
     missing = (~seen[1:]).sum().item()
     if missing:
-        example = dataset.field2id_token[dataset.iid_field][1:][(~seen[1:]).numpy()][:3].tolist()
-        raise TextFeatureError(f"{path} has no vector for {missing} item(s) of the dataset (e.g. {example}). "
+        example = dataset.field2id_token[field][1:][(~seen[1:]).numpy()][:3].tolist()
+        raise TextFeatureError(f"{path} has no vector for {missing} {noun}(s) of the dataset (e.g. {example}). "
                                f"Regenerate it with: {fix}")
     return vectors
