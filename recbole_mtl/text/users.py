@@ -152,7 +152,7 @@ def _run_dataset(config, review_field: Optional[str]):
     with the review column moved aside when ``review_field`` is set."""
     from recbole.utils import init_seed
 
-    from recbole_mtl.data.validate import build_dataset
+    from recbole_mtl.data.build import build_dataset
     from recbole_mtl.hardening import _dataset_class
 
     base = _dataset_class(config)
