@@ -73,6 +73,11 @@ def atomic_open(path, mode: str = "w"):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_folder(folder)
+
+
+def fsync_folder(folder) -> None:
+    """Make renames inside ``folder`` durable (fsync the folder itself)."""
     try:
         dir_fd = os.open(folder, os.O_RDONLY)
         try:

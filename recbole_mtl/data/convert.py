@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
+from recbole_mtl.checkpoint import fsync_folder
 from recbole_mtl.errors import ConvertError
 
 FORMATS = ("movielens", "amazon", "csv")
@@ -687,14 +688,7 @@ def _commit(stage: Path, target: Path, produced: list, stale: list) -> None:
     for name in stale:
         if (target / name).exists():
             os.unlink(target / name)
-    try:
-        fd = os.open(target, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    fsync_folder(target)
 
 
 def convert(fmt: str, inputs: Sequence, out: str, name: str, kcore: int = 0, *, sep: str = ",",
