@@ -105,3 +105,56 @@ class FusedTablesTest(unittest.TestCase):
     def test_adam_on_cpu_is_refused_clearly(self):
         with self.assertRaisesRegex(ValueError, "cannot be fused into FBGEMM's CPU kernels"):
             sparse_optimizer("adam", torch.device("cpu"))
+
+
+class RowKeyedInitTest(unittest.TestCase):
+    """A row's initial value depends only on (seed, table, row): shards fill in what the whole table has."""
+
+    ROWS, DIM = 9000, 8  # three blocks of BLOCK_ROWS (4096), the last one partial
+
+    def whole(self, table="item_id", seed=3):
+        from recbole_mtl.embedding.init import fill_rows
+
+        out = torch.empty(self.ROWS, self.DIM)
+        fill_rows(out, table, self.ROWS, seed)
+        return out
+
+    def test_any_shard_gets_the_rows_of_the_whole_table(self):
+        from recbole_mtl.embedding.init import fill_rows
+
+        whole = self.whole()
+        for rows, cols in [((0, 4500), (0, 8)), ((4500, 9000), (0, 8)), ((4095, 4097), (2, 6)),
+                           ((3000, 3001), (4, 8)), ((8191, 9000), (0, 4))]:
+            part = torch.empty(rows[1] - rows[0], cols[1] - cols[0])
+            fill_rows(part, "item_id", self.ROWS, 3, row_offset=rows[0], col_offset=cols[0], dim=self.DIM)
+            torch.testing.assert_close(part, whole[rows[0]:rows[1], cols[0]:cols[1]], atol=0, rtol=0)
+
+    def test_values_follow_fbgemms_default_and_differ_by_table_and_seed(self):
+        whole = self.whole()
+        bound = 1.0 / self.ROWS ** 0.5
+        self.assertLessEqual(whole.abs().max().item(), bound)
+        self.assertGreater(whole.abs().max().item(), 0.9 * bound)
+        self.assertAlmostEqual(whole.mean().item(), 0.0, delta=0.02 * bound)
+        n = self.ROWS - 2 * 4096  # rows of the last, partial block
+        for a, b in [(0, 4096), (0, 8192), (4096, 8192)]:  # no block repeats another's values
+            self.assertLess((whole[a:a + n] == whole[b:b + n]).float().mean().item(), 1e-3, (a, b))
+        self.assertFalse(torch.equal(whole, self.whole(table="user_id")))
+        self.assertFalse(torch.equal(whole, self.whole(seed=4)))
+        torch.testing.assert_close(whole, self.whole(), atol=0, rtol=0)
+
+    def test_building_tables_leaves_the_global_random_stream_alone(self):
+        from recbole_mtl.embedding.features import FeatureSpec
+        from recbole_mtl.embedding.sparse_arch import build_sparse_arch
+
+        spec = FeatureSpec(n_items=5000, user_fields=[], item_fields=[], user_floats=[], item_floats=[])
+        for backend, optimizer in [("fused", "rowwise_adagrad"), ("nn", "adagrad")]:
+            torch.manual_seed(0)
+            arch = build_sparse_arch(spec, 8, optimizer, 0.1, torch.device("cpu"), backend=backend, seed=3)
+            after = torch.rand(4)
+            torch.manual_seed(0)
+            self.assertTrue(torch.equal(after, torch.rand(4)), backend)
+            table = arch.state_dict()["item_collection.embeddings.item_id.weight"]
+            expected = torch.empty(5000, 8)
+            from recbole_mtl.embedding.init import fill_rows
+            fill_rows(expected, "item_id", 5000, 3)
+            torch.testing.assert_close(table, expected, atol=0, rtol=0, msg=backend)

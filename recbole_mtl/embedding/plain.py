@@ -31,11 +31,6 @@ def plain_optimizer(name: str) -> Type[torch.optim.Optimizer]:
     return PLAIN_OPTIMIZERS[key]
 
 
-def _init_like_fbgemm(weight: torch.Tensor) -> None:
-    bound = 1.0 / weight.shape[0] ** 0.5  # FBGEMM's default: uniform(+-1/sqrt(rows))
-    nn.init.uniform_(weight, -bound, bound)
-
-
 class PlainEmbeddingCollection(nn.Module):
     """Unpooled lookups (``EmbeddingCollection``'s contract) on ``nn.Embedding(sparse=True)``."""
 
@@ -46,7 +41,6 @@ class PlainEmbeddingCollection(nn.Module):
         self._feature_table: Dict[str, str] = {}
         for t in tables:
             self.embeddings[t.name] = nn.Embedding(t.num_embeddings, t.embedding_dim, sparse=True, device=device)
-            _init_like_fbgemm(self.embeddings[t.name].weight.data)
             self._feature_table.update({f: t.name for f in t.feature_names})
 
     def embedding_configs(self) -> List[EmbeddingConfig]:
@@ -71,7 +65,6 @@ class PlainEmbeddingBagCollection(nn.Module):
         for t in tables:
             self.embedding_bags[t.name] = nn.EmbeddingBag(t.num_embeddings, t.embedding_dim, mode="sum",
                                                           sparse=True, device=device)
-            _init_like_fbgemm(self.embedding_bags[t.name].weight.data)
             self._feature_table.update({f: t.name for f in t.feature_names})
 
     def embedding_bag_configs(self) -> List[EmbeddingBagConfig]:

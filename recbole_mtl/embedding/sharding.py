@@ -1,16 +1,18 @@
 """The sparse arch sharded over processes with TorchRec's planner and ``DistributedModelParallel``.
 
-``shard_sparse_arch`` turns the single-process :class:`SparseArch` into a
+``shard_sparse_arch`` builds, instead of the single-process :class:`SparseArch`, a
 :class:`ShardedSparseArch` with the same ``forward`` (item KJT, feature KJT in; item-id
 embeddings, pooled features out), so nothing outside ``recbole_mtl.embedding`` knows whether the
 tables are sharded:
 
-* the same table configs are rebuilt on the ``meta`` device, each table gets its fused optimizer
-  with ``apply_optimizer_in_backward`` (FBGEMM updates the rows inside ``backward()``);
+* the table configs are built on the ``meta`` device (no rank allocates a whole table), each table
+  gets its fused optimizer with ``apply_optimizer_in_backward`` (FBGEMM updates the rows inside
+  ``backward()``);
 * ``EmbeddingShardingPlanner`` chooses a sharding type and compute kernel per table within the
   user's ``sharding_types`` / ``compute_kernels`` constraints; the plan is logged;
-* ``DistributedModelParallel`` shards them; every table then receives the values of the
-  single-process tables built from the same seed, so 1 and N processes start alike.
+* ``DistributedModelParallel`` allocates each rank's shards only, and each shard is filled with
+  its rows' row-keyed initial values (:mod:`recbole_mtl.embedding.init`: a row's value depends
+  only on (seed, table, row)), so 1 and N processes start alike.
 
 TorchRec averages the gradients of sharded tables over ranks (as DDP does for dense ones), so N
 processes each on B/N rows make the step one process makes on B rows.
@@ -41,6 +43,7 @@ from torchrec.distributed.types import LazyAwaitable, ShardingEnv, ShardingPlan,
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
+from recbole_mtl.embedding.init import fill_rows
 from recbole_mtl.errors import ConfigError
 
 #: ``sharding_types`` values (TorchRec's ``ShardingType`` names) that run on CPU with gloo.
@@ -327,6 +330,14 @@ class ShardedSparseArch(nn.Module):
                 if saved:
                     opt.state[leaf] = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in saved.items()}
 
+    def init_tables(self, seed: int) -> None:
+        """Fill every local shard with its rows' initial values (those of the whole table in one process)."""
+        for key, value in self._table_state().items():
+            rows, dim = _full_size(value)
+            name = _strip(key).split(".")[-2]
+            for offsets, tensor in _local_shards(value):
+                fill_rows(tensor, name, rows, seed, row_offset=offsets[0], col_offset=offsets[1], dim=dim)
+
     def load_full_tables(self, full: Dict[str, torch.Tensor]) -> None:
         """Give every local shard its slice of the full tables ``full`` (single-process keys)."""
         current = self._table_state()
@@ -370,26 +381,31 @@ def _copy_shards(target, saved: List[Tuple[List[int], torch.Tensor]], name: str)
             tensor.copy_(value)
 
 
-def shard_sparse_arch(unsharded: nn.Module, optimizer_type, optimizer_kwargs: Dict[str, Any],
+def shard_sparse_arch(arch_type: type, item_configs, feature_configs, optimizer_type, optimizer_kwargs: Dict[str, Any],
                       options: ShardingOptions, device: torch.device, pg: dist.ProcessGroup,
-                      local_world_size: int) -> ShardedSparseArch:
-    """Shard the tables of a single-process ``SparseArch`` over ``pg``; they keep its values.
+                      local_world_size: int, seed: int) -> ShardedSparseArch:
+    """The sparse arch of ``item_configs`` / ``feature_configs``, born sharded over ``pg``.
+
+    No rank ever holds a whole table it does not own: the arch is described on the ``meta``
+    device, planned, and ``DistributedModelParallel`` allocates each rank's shards; every shard
+    is then filled with the row-keyed initial values (:mod:`recbole_mtl.embedding.init`), so the
+    tables start as one process's would, whatever the world size.
 
     Args:
-        unsharded: the fused single-process arch (its tables give the initial values).
+        arch_type: the single-process arch class (:class:`~recbole_mtl.embedding.sparse_arch.SparseArch`).
+        item_configs: the unpooled collection's ``EmbeddingConfig`` (the item-id table).
+        feature_configs: the pooled collection's ``EmbeddingBagConfig`` list (may be empty).
         optimizer_type, optimizer_kwargs: the fused optimizer of every table.
         options: the user's per-table constraints.
         device: ``cpu`` (gloo, FBGEMM CPU kernels) or ``cuda:<local rank>`` (NCCL, CUDA kernels).
         pg: the process group.
         local_world_size: processes per node (for the planner's topology).
+        seed: the run's seed (initial values).
     """
-    item_configs = unsharded.item_collection.embedding_configs()
-    feature_configs = (unsharded.feature_collection.embedding_bag_configs()
-                       if unsharded.feature_collection is not None else [])
-    # planning and sharding draw random numbers (table init); keep the model's stream as in one process
+    # planning and sharding draw random numbers (TorchRec's own table init); keep the model's stream
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         items, features = _meta_collections(item_configs, feature_configs)
-        module = type(unsharded)(items, features)  # the same arch, on meta tables
+        module = arch_type(items, features)
         apply_optimizer_in_backward(optimizer_type, module.parameters(), dict(optimizer_kwargs))  # it adds keys
         dims = {c.name: c.embedding_dim for c in list(item_configs) + list(feature_configs)}
         plan = plan_sharding(module, options, dims, [c.name for c in item_configs], device, pg, local_world_size)
@@ -399,8 +415,7 @@ def shard_sparse_arch(unsharded: nn.Module, optimizer_type, optimizer_kwargs: Di
                       if any(row["sharding_type"] == "data_parallel" and n.endswith(f".{row['table']}.weight")
                              for row in describe_plan(plan))}
     arch = ShardedSparseArch(dmp, plan, _ReplicatedTableOptimizer(replicated, optimizer_type, optimizer_kwargs, pg))
-    full = {k: v.detach() for k, v in unsharded.state_dict().items() if k.endswith(".weight")}
-    arch.load_full_tables(full)
+    arch.init_tables(seed)
     logger = getLogger()
     for row in arch.plan_rows:
         logger.info(f"sharding plan: table {row['table']} -> {row['sharding_type']}, {row['compute_kernel']} "

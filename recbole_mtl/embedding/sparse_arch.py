@@ -16,6 +16,7 @@ from torchrec.modules.embedding_configs import PoolingType
 
 from recbole_mtl.embedding import plain
 from recbole_mtl.embedding.features import FeatureSpec
+from recbole_mtl.embedding.init import fill_rows
 from recbole_mtl.errors import ConfigError
 from recbole_mtl.embedding.fused import fused_embedding_bag_collection, fused_embedding_collection, sparse_optimizer
 
@@ -99,7 +100,7 @@ BACKENDS = ("fused", "nn")
 
 def build_sparse_arch(spec: FeatureSpec, dim: int, optimizer: str, learning_rate: float,
                       device: torch.device, sharding: Optional["ShardingOptions"] = None,
-                      backend: str = "fused") -> nn.Module:
+                      backend: str = "fused", seed: int = 2020) -> nn.Module:
     """Fused TorchRec collections for ``spec``; every table updates sparsely inside ``backward``.
 
     Args:
@@ -109,9 +110,11 @@ def build_sparse_arch(spec: FeatureSpec, dim: int, optimizer: str, learning_rate
         learning_rate: its learning rate.
         device: where the tables live (FBGEMM's CPU or CUDA kernels).
         sharding: when training in several processes, the user's per-table constraints: the
-            tables are then sharded over the default process group (same forward, same initial
-            values as in one process).
+            tables are then born sharded over the default process group (each rank allocates and
+            initialises only its shards; same forward, same initial values as in one process).
         backend: ``fused`` (TorchRec/FBGEMM) or ``nn`` (plain PyTorch tables, one process).
+        seed: the run's seed; a row's initial value depends only on (seed, table, row)
+            (:mod:`recbole_mtl.embedding.init`).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"embedding_backend must be one of {list(BACKENDS)}, got '{backend}'.")
@@ -125,21 +128,39 @@ def build_sparse_arch(spec: FeatureSpec, dim: int, optimizer: str, learning_rate
         tables.append(EmbeddingBagConfig(name=f.field, embedding_dim=dim, num_embeddings=f.num_embeddings,
                                          feature_names=[f.field], pooling=PoolingType.SUM))  # mean: mean_pool
     if backend == "nn":
-        return SparseArch(*plain.plain_collections([item_table], tables, optimizer,
-                                                   {"lr": learning_rate, "eps": 1e-8}, device))
+        with torch.random.fork_rng(devices=[]):  # tables draw from their own row-keyed streams
+            arch = SparseArch(*plain.plain_collections([item_table], tables, optimizer,
+                                                       {"lr": learning_rate, "eps": 1e-8}, device))
+        init_tables(arch, seed)
+        return arch
     optimizer_type = sparse_optimizer(optimizer, device)
     kwargs: dict = {"lr": learning_rate}
     if optimizer_type is not torch.optim.SGD:
         kwargs["eps"] = 1e-8
-    items = fused_embedding_collection([item_table], optimizer_type, kwargs, device)
-    features = fused_embedding_bag_collection(tables, optimizer_type, kwargs, device) if tables else None
-    arch = SparseArch(items, features)
-    if sharding is None:
-        return arch
-    from recbole_mtl.distributed import local_world_size
-    from recbole_mtl.embedding.sharding import shard_sparse_arch
+    if sharding is not None:
+        from recbole_mtl.distributed import local_world_size
+        from recbole_mtl.embedding.sharding import shard_sparse_arch
 
-    return shard_sparse_arch(arch, optimizer_type, kwargs, sharding, device, dist.group.WORLD, local_world_size())
+        return shard_sparse_arch(SparseArch, [item_table], tables, optimizer_type, kwargs, sharding, device, dist.group.WORLD,
+                                 local_world_size(), seed)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        items = fused_embedding_collection([item_table], optimizer_type, kwargs, device)
+        features = fused_embedding_bag_collection(tables, optimizer_type, kwargs, device) if tables else None
+    arch = SparseArch(items, features)
+    init_tables(arch, seed)
+    return arch
+
+
+def init_tables(arch: nn.Module, seed: int) -> None:
+    """Give every table of a single-process ``arch`` its row-keyed initial values."""
+    for key, weight in arch.state_dict().items():
+        if key.endswith(".weight") and weight.dim() == 2:
+            fill_rows(weight, table_name(key), weight.shape[0], seed)
+
+
+def table_name(key: str) -> str:
+    """``item_collection.embeddings.item_id.weight`` -> ``item_id``."""
+    return key.split(".")[-2]
 
 
 def sharding_options(config) -> Optional["ShardingOptions"]:

@@ -126,6 +126,7 @@ class MultiTaskRecommender(SequentialRecommender):
             self.spec, self.dim, embedding_optimizer_name(config, config["device"]),
             float(config["embedding_learning_rate"] or config["learning_rate"]), config["device"],
             sharding=sharding_options(config), backend=str(config["embedding_backend"] or "fused").lower(),
+            seed=int(config["seed"]),
         )
         self.text = self._build_text_fusion(config, dataset)
         self.user_text = self._build_user_text_fusion(config, dataset)
