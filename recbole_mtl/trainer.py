@@ -185,7 +185,11 @@ class MultiTaskTrainer(Trainer):
             loss_func = self._balanced_loss
         else:
             loss_func = checked
-        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        if getattr(train_data, "part", None):  # this rank's own windows: no DistributedSampler to step
+            with distributed.recbole_view(self.config, single_process=True):
+                loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        else:
+            loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         if self.is_distributed and loss is not None:  # log what one process on the whole batch would
             mean = distributed.mean_over_ranks(loss if isinstance(loss, tuple) else [loss])
             loss = tuple(mean) if isinstance(loss, tuple) else mean[0]
@@ -293,9 +297,13 @@ class MultiTaskTrainer(Trainer):
         (``train_positions: all``); RecBole's per-prefix loader otherwise."""
         if getattr(self.model, "train_positions", "last") != "all" or isinstance(train_data, WindowDataLoader):
             return train_data
-        windows = WindowDataLoader(self.config, train_data.dataset, shuffle=train_data.shuffle)
-        if self.is_distributed and hasattr(windows.sampler, "seed"):
-            windows.sampler.seed = int(self.config["seed"])
+        if self.is_distributed:  # each rank keeps the windows it trains on, and shuffles them itself
+            ctx = distributed.context()
+            with distributed.recbole_view(self.config, single_process=True):
+                windows = WindowDataLoader(self.config, train_data.dataset, shuffle=train_data.shuffle,
+                                           part=(ctx.rank, ctx.world_size))
+        else:
+            windows = WindowDataLoader(self.config, train_data.dataset, shuffle=train_data.shuffle)
         self.logger.info(f"training on {len(windows.windows)} windows of {windows.windows.num_targets} targets "
                          f"(MAX_ITEM_LIST_LENGTH {windows.windows.max_len}, window_stride {windows.windows.stride}, "
                          f"{windows.step} windows a batch)")

@@ -51,7 +51,7 @@ def test_every_training_target_is_counted_once_with_the_longest_context(built, s
     rows = sorted(zip(train.dataset.inter_feat["user_id"].tolist(), train.dataset.inter_feat["item_id"].tolist()))
     assert counted == rows
     if stride < 8:  # overlapping windows: a counted target after the first window has a full context
-        later = windows.window_start > windows.offsets[windows.window_user]  # not a user's earliest window
+        later = windows.window_start > windows.starts[windows.window_user]  # not a user's earliest window
         cols = torch.arange(8).expand_as(mask)
         assert later.any() and not (mask & (cols < 8 - stride))[later].any()
         assert bool((lengths[later] == 8).all())
@@ -67,15 +67,15 @@ def test_windows_hold_no_validation_or_test_interaction_on_ml100k(tmp_path):
         for u, i, t in zip(part.inter_feat["user_id"].tolist(), part.inter_feat["item_id"].tolist(),
                            part.inter_feat["timestamp"].tolist()):
             held_out.setdefault(u, []).append((i, t))
-    offsets = windows.offsets.tolist()
+    starts, ends = windows.starts.tolist(), windows.ends.tolist()
     times = windows.fields["timestamp"]
     for index, user in enumerate(windows.users.tolist()):
-        items = windows.items[offsets[index]:offsets[index + 1]].tolist()
-        last_time = float(times[offsets[index + 1] - 1])
+        items = windows.items[starts[index]:ends[index]].tolist()
+        last_time = float(times[ends[index] - 1])
         for item, time in held_out[user]:
             assert item not in items  # ml-100k has no repeated (user, item) pair
             assert time >= last_time  # and every held-out interaction comes after the training ones
-    assert len(windows.items) == len(train.dataset) + len(windows.users)
+    assert int((windows.ends - windows.starts).sum()) == len(train.dataset) + len(windows.users)
     assert set(windows.users.tolist()) == set(held_out)
 
 
@@ -140,6 +140,7 @@ def test_last_positions_give_the_per_prefix_losses_of_recbole_rows(built):
     _, _, train, _, _, model = built
     model.eval()
     rows = next(iter(train))[torch.arange(12)]
+    rows.update(train.dataset.history_lists(rows))  # RecBole's per-prefix rows
     lengths = rows["item_length"]
     at_last = torch.zeros(rows["item_id_list"].shape, dtype=torch.bool)
     at_last[torch.arange(12), lengths - 1] = True

@@ -178,7 +178,7 @@ def test_review_text_reads_only_the_training_interactions_of_the_models_split(ro
     assert len(held_out) > 200
     for k, u in enumerate(windows.users.numpy()):
         user = str(uid_tok[u])
-        seq = iid_tok[windows.items[windows.offsets[k]:windows.offsets[k + 1]].numpy()].tolist()
+        seq = iid_tok[windows.items[windows.starts[k]:windows.ends[k]].numpy()].tolist()
         assert reviews[user] == [texts[(user, i)] for i in seq]  # every training interaction, oldest first
     for user, own in reviews.items():
         for item in [(u, i) for (u, i) in held_out if u == user]:

@@ -9,6 +9,18 @@
   model never trains on; or, with ``category_folds: K``, into K folds where fold ``category_fold``
   is the test part and the next fold validation.
 
+* Lean sequences: RecBole's sequential augmentation gives
+  every interaction a padded ``[MAX_ITEM_LIST_LENGTH]`` copy of the history before it, for every
+  interaction field (``item_id_list``, ``timestamp_list``, ...): ``L`` times the data, built by a
+  Python loop over every interaction. Here the time-ordered interactions are kept once, as flat
+  arrays (:attr:`MultiTaskDataset.flat`), and each row (one per target, as RecBole's) carries
+  only ``item_length`` and :data:`FLAT_POSITION`, its target's index in those arrays (its history
+  is the ``item_length`` entries before it). The training split stays that way: the models train
+  on user windows read straight from the flat arrays (:mod:`recbole_mtl.data.windows`), and a
+  batch of its rows read through RecBole's loaders gets its list fields gathered then. The
+  validation and test splits (one row per user) get RecBole's list fields, gathered from the flat
+  arrays, so evaluation sees exactly RecBole's rows.
+
 Which tasks can run on a dataset is decided by the tasks themselves (``recbole_mtl.tasks``).
 """
 
@@ -19,14 +31,26 @@ from typing import Optional
 import numpy as np
 import torch
 from recbole.data.dataset import SequentialDataset
+from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
 from recbole_mtl.data.labels import label_sources
 from recbole_mtl.errors import ConfigError
 
 
+#: Column of a lean dataset's rows: the index of the row's target in :attr:`MultiTaskDataset.flat`.
+FLAT_POSITION = "flat_position"
+
+
 class MultiTaskDataset(SequentialDataset):
-    """Sequential dataset (leave-one-out by time) with derived task labels and an item-label split."""
+    """Sequential dataset (leave-one-out by time) with derived task labels and an item-label split.
+
+    Attributes:
+        flat: lean datasets only: field -> values of every interaction, ordered by (user, time),
+            shared by the dataset and its splits; ``None`` when the rows hold RecBole's list fields.
+    """
+
+    flat: Optional[dict] = None
 
     #: Keep the ``user_review_field`` column when loading (only ``embed --users`` reads it; the
     #: models read the user vectors made from it, and a text column would be copied into every
@@ -42,6 +66,93 @@ class MultiTaskDataset(SequentialDataset):
                 "Set e.g. --category_holdout_ratio=0.2."
             )
         super().__init__(config)
+
+    #: Keep the interactions once, as flat arrays (see the module docstring); RecBole's own
+    #: per-prefix augmentation when False.
+    lean_sequences = True
+
+    @property
+    def lean(self) -> bool:
+        """Whether the rows keep no per-prefix list fields (see the module docstring)."""
+        return self.lean_sequences and self.config["benchmark_filename"] is None
+
+    def __getitem__(self, index, join=True):
+        """RecBole's rows ``index``, with their list fields gathered when the rows are lean (so
+        RecBole's own loaders over the training split, e.g. ``train_positions: last``, see
+        exactly RecBole's per-prefix rows)."""
+        rows = self.inter_feat[index]
+        if self.flat is not None and self.iid_field + self.config["LIST_SUFFIX"] not in rows:
+            rows.update(self.history_lists(rows))
+        return self.join(rows) if join else rows
+
+    # -- lean sequences ------------------------------------------------------------------------
+    def data_augmentation(self):
+        """RecBole's rows (one per interaction that has a history), without the list fields."""
+        if not self.lean:
+            return super().data_augmentation()
+        self._aug_presets()
+        self._check_field("uid_field", "time_field")
+        if FLAT_POSITION in self.inter_feat:
+            raise ConfigError(f"the .inter file has a field named '{FLAT_POSITION}', a name the plugin uses; "
+                              "rename that column.")
+        max_len = int(self.config["MAX_ITEM_LIST_LENGTH"])
+        self.sort(by=[self.uid_field, self.time_field], ascending=True)
+        uid = self.inter_feat[self.uid_field].numpy()
+        n = len(uid)
+        new_user = np.ones(n, dtype=bool)
+        new_user[1:] = uid[1:] != uid[:-1]
+        first = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
+        target = np.flatnonzero(~new_user)
+        length = target - np.maximum(first[target], target - max_len)  # RecBole's sliding start
+        self.flat = {f: self.inter_feat[f] for f in self.inter_feat.columns if f != self.uid_field}
+        rows = self.inter_feat[torch.from_numpy(target)]
+        rows.update(Interaction({self.item_list_length_field: torch.from_numpy(length),
+                                 FLAT_POSITION: torch.from_numpy(target)}))
+        self.set_field_property(FLAT_POSITION, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
+        self.inter_feat = rows
+
+    def build(self):
+        datasets = super().build()
+        if self.flat is not None:
+            for part in datasets[1:]:  # evaluation rows: RecBole's list fields
+                part.materialize_lists()
+        return datasets
+
+    def materialize_lists(self) -> None:
+        """Give this (lean) dataset's rows RecBole's ``<field>_list`` columns from the flat arrays."""
+        feat = self.inter_feat
+        if self.flat is None or len(feat) == 0 or self.iid_field + self.config["LIST_SUFFIX"] in feat:
+            return
+        feat.update(self.history_lists(feat))
+
+    def history_lists(self, rows: Interaction) -> Interaction:
+        """RecBole's ``<field>_list`` columns (``[R, MAX_ITEM_LIST_LENGTH, ...]``, zero-padded) of lean
+        ``rows`` (they carry ``item_length`` and :data:`FLAT_POSITION`), gathered from the flat arrays."""
+        max_len = int(self.config["MAX_ITEM_LIST_LENGTH"])
+        length = rows[self.item_list_length_field]
+        cols = torch.arange(max_len)
+        present = cols < length.unsqueeze(1)  # [R, L]
+        at = torch.where(present, (rows[FLAT_POSITION] - length).unsqueeze(1) + cols, 0)
+        lists = {}
+        for field, values in self.flat.items():
+            gathered = values[at]
+            mask = present.view(*present.shape, *([1] * (gathered.dim() - 2)))
+            lists[getattr(self, f"{field}_list_field")] = gathered * mask.to(gathered.dtype)
+        return Interaction(lists)
+
+    def inter_matrix(self, form="coo", value_field=None):
+        """RecBole's: every row's target, plus the first item of each history of length 1."""
+        if self.flat is None or self.iid_field + self.config["LIST_SUFFIX"] in self.inter_feat:
+            return super().inter_matrix(form, value_field)
+        first = self.inter_feat[self.item_list_length_field] == 1
+        starts = self.inter_feat[FLAT_POSITION][first] - 1
+        rows = {}
+        for field in self.inter_feat.columns:
+            if field in (self.item_list_length_field, FLAT_POSITION):
+                continue
+            extra = self.flat[field][starts] if field in self.flat else self.inter_feat[field][first]
+            rows[field] = torch.cat([self.inter_feat[field], extra])
+        return self._create_sparse_matrix(Interaction(rows), self.uid_field, self.iid_field, form, value_field)
 
     def _load_data(self, token, dataset_path):
         super()._load_data(token, dataset_path)

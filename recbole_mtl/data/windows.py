@@ -1,10 +1,12 @@
 """Training windows of each user's time-ordered history: the sequence transducer's training data.
 
 RecBole's sequential training data holds one row per target interaction, each with its own padded
-copy of the history before it. :class:`UserWindows` rebuilds each user's training sequence once,
-as flat arrays (item ids and every 1-d interaction field, plus per-user offsets), from those rows:
-the first row's history, then every row's target, in RecBole's order (time-ordered per user). A
-training split holds no validation or test interaction, so neither do the windows.
+copy of the history before it. :class:`UserWindows` holds each user's training sequence once, as
+flat arrays (item ids and every 1-d interaction field) and per-user ``[start, end)`` segments of
+them: the first row's history, then every row's target, in RecBole's order (time-ordered per
+user). From a lean dataset (:mod:`recbole_mtl.data.dataset`) the segments point into the
+dataset's own flat arrays, without a copy; from RecBole's per-prefix rows they are rebuilt. A
+training split holds no validation or test interaction, so neither do the segments.
 
 A user's sequence ``x_0 .. x_{m-1}`` (``m`` items) has targets ``x_1 .. x_{m-1}``. It is cut, from
 its end backwards, into windows of at most ``L + 1`` items (``L = MAX_ITEM_LIST_LENGTH``): ``L`` inputs
@@ -34,6 +36,7 @@ import torch
 from recbole.data.dataloader.abstract_dataloader import AbstractDataLoader
 from recbole.data.interaction import Interaction
 
+from recbole_mtl.data.dataset import FLAT_POSITION
 from recbole_mtl.errors import ConfigError
 
 NEXT_PREFIX = "next_"
@@ -46,28 +49,33 @@ class UserWindows:
     Attributes:
         items: ``[T]`` item ids of every user's sequence, users one after another.
         fields: field name -> ``[T]`` values of that interaction field.
-        users: ``[U]`` user ids; ``offsets``: ``[U + 1]`` where each user's sequence starts.
+        users: ``[U]`` user ids; ``starts`` / ``ends``: ``[U]`` each user's sequence is
+            ``items[starts[k]:ends[k]]``.
         window_user / window_start / window_end / window_count_from: ``[W]`` per window: its user's
             index, its first and last flat item index (inclusive), the first flat index of a
             counted target.
     """
 
     def __init__(self, items: torch.Tensor, fields: dict[str, torch.Tensor], users: torch.Tensor,
-                 offsets: torch.Tensor, max_len: int, stride: int, names: dict[str, str]):
+                 starts: torch.Tensor, ends: torch.Tensor, max_len: int, stride: int, names: dict[str, str]):
         if not 1 <= stride <= max_len:
             raise ConfigError(f"window_stride must be between 1 and MAX_ITEM_LIST_LENGTH ({max_len}); got {stride}.")
-        self.items, self.fields, self.users, self.offsets = items, fields, users, offsets
+        self.items, self.fields, self.users, self.starts, self.ends = items, fields, users, starts, ends
         self.max_len, self.stride, self.names = max_len, stride, names
         self._cut()
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def from_dataset(cls, dataset, max_len: int, stride: Optional[int] = None) -> "UserWindows":
-        """Rebuild the sequences of a RecBole sequential (training) dataset's per-target rows."""
+        """The sequences of a RecBole sequential (training) dataset's per-target rows."""
         feat = dataset.inter_feat
         uid_field, iid_field = dataset.uid_field, dataset.iid_field
         suffix = dataset.config["LIST_SUFFIX"]
         seq_field, len_field = iid_field + suffix, dataset.item_list_length_field
+        names = {"user": uid_field, "items": seq_field, "length": len_field, "next_item": NEXT_PREFIX + iid_field,
+                 "suffix": suffix}
+        if getattr(dataset, "flat", None) is not None and FLAT_POSITION in feat and seq_field not in feat:
+            return cls._from_flat(dataset, int(max_len), int(stride or max_len), names)
         uid = feat[uid_field].numpy()
         order = np.argsort(uid, kind="stable")  # RecBole's rows are time-ordered within each user
         users, first, counts = np.unique(uid[order], return_index=True, return_counts=True)
@@ -98,23 +106,58 @@ class UserWindows:
             if feat[list_field].dim() != 2:
                 continue
             fields[field] = assemble(feat[field], feat[list_field])
-        time_field = dataset.time_field
-        if time_field in fields:
-            times = fields[time_field]
-            same_user = torch.ones(len(times) - 1, dtype=torch.bool) if len(times) else torch.ones(0, dtype=torch.bool)
-            same_user[torch.from_numpy(offsets[1:-1] - 1)] = False
-            if len(times) > 1 and bool(((times[1:] < times[:-1]) & same_user).any()):
-                raise ValueError("training rows are not time-ordered within a user: RecBole's sequential "
-                                 "datasets sort by (user, time); was the dataset re-ordered?")
-        names = {"user": uid_field, "items": seq_field, "length": len_field, "next_item": NEXT_PREFIX + iid_field,
-                 "suffix": suffix}
-        return cls(items, fields, torch.from_numpy(users), torch.from_numpy(offsets),
-                   int(max_len), int(stride or max_len), names)
+        windows = cls(items, fields, torch.from_numpy(users), torch.from_numpy(offsets[:-1]),
+                      torch.from_numpy(offsets[1:]), int(max_len), int(stride or max_len), names)
+        windows._check_time_order(dataset.time_field)
+        return windows
+
+    @classmethod
+    def _from_flat(cls, dataset, max_len: int, stride: int, names: dict) -> "UserWindows":
+        """Segments of a lean dataset's flat arrays (a copy only where a user's rows are not contiguous)."""
+        feat, flat = dataset.inter_feat, dataset.flat
+        uid = feat[dataset.uid_field].numpy()
+        pos = feat[FLAT_POSITION].numpy()
+        length = feat[dataset.item_list_length_field].numpy()
+        order = np.argsort(uid, kind="stable")
+        users, first, counts = np.unique(uid[order], return_index=True, return_counts=True)
+        first_rows, last_rows = order[first], order[first + counts - 1]
+        starts = pos[first_rows] - length[first_rows]  # the first row's history, then every target
+        ends = pos[last_rows] + 1
+        fields = {f: v for f, v in flat.items() if f != dataset.iid_field and v.dim() == 1}
+        items = flat[dataset.iid_field]
+        step = np.diff(pos[order])
+        same_user = np.diff(uid[order]) == 0
+        if not (step[same_user] == 1).all():  # rows left out within a user: gather each sequence
+            prefix = pos[first_rows] - starts
+            index = np.concatenate([np.repeat(starts, prefix) + np.arange(prefix.sum())
+                                    - np.repeat(np.cumsum(prefix) - prefix, prefix), pos[order]])
+            key = np.concatenate([np.repeat(np.arange(len(users)), prefix), np.repeat(np.arange(len(users)), counts)])
+            index = torch.from_numpy(index[np.argsort(key, kind="stable")])
+            items, fields = items[index], {f: v[index] for f, v in fields.items()}
+            sizes = prefix + counts
+            ends = np.cumsum(sizes)
+            starts = ends - sizes
+        windows = cls(items, fields, torch.from_numpy(users), torch.from_numpy(starts), torch.from_numpy(ends),
+                      max_len, stride, names)
+        windows._check_time_order(dataset.time_field)
+        return windows
+
+    def _check_time_order(self, time_field: str) -> None:
+        if time_field not in self.fields or len(self.users) == 0:
+            return
+        times = self.fields[time_field]
+        size = self.ends - self.starts
+        within = torch.repeat_interleave(self.starts, (size - 1).clamp(min=0))
+        within = within + torch.arange(len(within)) - torch.repeat_interleave(
+            torch.cumsum((size - 1).clamp(min=0), 0) - (size - 1).clamp(min=0), (size - 1).clamp(min=0))
+        if len(within) and bool((times[within + 1] < times[within]).any()):
+            raise ValueError("training rows are not time-ordered within a user: RecBole's sequential "
+                             "datasets sort by (user, time); was the dataset re-ordered?")
 
     def _cut(self) -> None:
         """Windows from each sequence's end backwards (see the module docstring)."""
         L, S = self.max_len, self.stride
-        size = (self.offsets[1:] - self.offsets[:-1]).numpy()
+        size = (self.ends - self.starts).numpy()
         last = size - 1  # index of the last target in each sequence (-1 or 0: no target)
         n = np.where(last >= 1, 1 + np.ceil(np.maximum(last - L, 0) / S).astype(np.int64), 0)
         user = np.repeat(np.arange(len(size)), n)
@@ -122,7 +165,7 @@ class UserWindows:
         end = last[user] - k * S  # relative index of the window's last target
         start = np.maximum(0, end - L)
         count_from = np.where(start == 0, 1, end - S + 1)
-        base = self.offsets.numpy()[user]
+        base = self.starts.numpy()[user]
         self.window_user = torch.from_numpy(user)
         self.window_start = torch.from_numpy(base + start)
         self.window_end = torch.from_numpy(base + end)
@@ -130,6 +173,19 @@ class UserWindows:
 
     def __len__(self) -> int:
         return len(self.window_user)
+
+    def part(self, rank: int, world_size: int) -> "UserWindows":
+        """The windows rank ``rank`` of ``world_size`` trains on, as RecBole's unshuffled
+        ``DistributedSampler`` deals them (window ``rank``, ``rank + world_size``, ...; the count
+        padded to a multiple of ``world_size`` by wrapping around, so every rank has as many
+        windows and takes as many steps); the flat arrays are shared, not copied."""
+        total = -(-len(self) // world_size) * world_size
+        mine = (torch.arange(total) % len(self))[rank::world_size]
+        part = object.__new__(UserWindows)
+        part.__dict__.update(self.__dict__)
+        for name in ("window_user", "window_start", "window_end", "window_count_from"):
+            setattr(part, name, getattr(self, name)[mine])
+        return part
 
     @property
     def num_targets(self) -> int:
@@ -162,24 +218,36 @@ class UserWindows:
 
 
 class WindowDataLoader(AbstractDataLoader):
-    """RecBole training loader over :class:`UserWindows` (shuffled, split over ranks like RecBole's).
+    """RecBole training loader over :class:`UserWindows` (shuffled by RecBole's generator).
 
     The batch size counts windows (``window_batch_size``); the shuffling generator is RecBole's,
     so checkpoints that keep the train loader's generator state resume the same order.
+
+    Args:
+        part: ``(rank, world_size)`` in a multi-process run: this loader keeps only the windows of
+            that rank (:meth:`UserWindows.part`) and shuffles them itself; build it then under a
+            single-process view of RecBole's ``single_spec`` (``distributed.recbole_view``), or
+            RecBole would split them over the ranks a second time.
     """
 
-    def __init__(self, config, dataset, shuffle: bool = True):
-        self.windows = UserWindows.from_dataset(dataset, config["MAX_ITEM_LIST_LENGTH"], config["window_stride"])
-        self.sample_size = len(self.windows)
-        if self.sample_size == 0:
+    def __init__(self, config, dataset, shuffle: bool = True, part: Optional[tuple[int, int]] = None):
+        windows = UserWindows.from_dataset(dataset, config["MAX_ITEM_LIST_LENGTH"], config["window_stride"])
+        if len(windows) == 0:
             raise ConfigError("no training window: every user has fewer than 2 training interactions. "
                               "Check the dataset's filters (user_inter_num_interval) and its split.")
+        #: windows of every rank (their count), before this rank's part is taken
+        self.total_windows = len(windows)
+        self.part = part
+        self.windows = windows.part(*part) if part else windows
+        self.sample_size = len(self.windows)
         super().__init__(config, dataset, None, shuffle=shuffle)
 
     def _init_batch_size_and_step(self):
         size = int(self.config["window_batch_size"] or 128)
         if size < 1:
             raise ConfigError(f"window_batch_size must be >= 1; got {size}.")
+        if self.part:  # each rank takes its share of every batch, as under RecBole's DistributedSampler
+            size = max(1, size // self.part[1])
         self.step = size
         self.set_batch_size(size)
 

@@ -105,9 +105,9 @@ def split_digest(train_dataset, max_len: int) -> str:
     windows = UserWindows.from_dataset(train_dataset, int(max_len))
     uid_tokens = train_dataset.field2id_token[train_dataset.uid_field]
     iid_tokens = train_dataset.field2id_token[train_dataset.iid_field]
-    offsets = windows.offsets.numpy()
+    starts, ends = windows.starts.numpy(), windows.ends.numpy()
     items = windows.items.numpy()
-    lines = sorted(f"{uid_tokens[u]}\t{' '.join(iid_tokens[items[offsets[k]:offsets[k + 1]]].tolist())}\n"
+    lines = sorted(f"{uid_tokens[u]}\t{' '.join(iid_tokens[items[starts[k]:ends[k]]].tolist())}\n"
                    for k, u in enumerate(windows.users.numpy()))
     digest = hashlib.sha256()
     for line in lines:
@@ -181,11 +181,11 @@ def training_reviews(config, review_field: str) -> tuple[object, dict, str]:
     rows = windows.fields[ROW_FIELD].numpy()
     row_tokens = dataset.field2id_token[ROW_FIELD]
     uid_tokens = dataset.field2id_token[dataset.uid_field]
-    offsets = windows.offsets.numpy()
+    starts, ends = windows.starts.numpy(), windows.ends.numpy()
     texts = dataset.review_texts
     reviews = {}
     for k, u in enumerate(windows.users.numpy()):
-        own = [texts[int(row_tokens[r])] for r in rows[offsets[k]:offsets[k + 1]]]
+        own = [texts[int(row_tokens[r])] for r in rows[starts[k]:ends[k]]]
         reviews[str(uid_tokens[u])] = [t for t in own if t.strip()]
     return dataset, reviews, split_digest(train, max_len)
 

@@ -1,0 +1,100 @@
+"""Lean sequences: the flat time-ordered interactions instead of RecBole's per-prefix list copies.
+
+The same dataset built lean and with RecBole's own augmentation must give the same evaluation rows, the same training targets, the same
+training windows and the same interaction matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_mtl.config import Config
+from recbole_mtl.data.dataset import FLAT_POSITION, MultiTaskDataset
+from recbole_mtl.data.windows import UserWindows
+from recbole_mtl.pipeline import build_data_and_model
+from tests.conftest import base_config
+
+L = 8
+TINY = {"MAX_ITEM_LIST_LENGTH": L, "embedding_size": 8, "n_layers": 1, "n_heads": 1, "inner_size": 16,
+        "shared_hidden": [8], "tower_hidden": [8], "load_col": None, "category_field": "class"}
+
+
+def _build(data_root, lean):
+    config = Config(model="MTLRec", dataset="ml-slice", cmd_args=[], config_dict=base_config(data_root, **TINY))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MultiTaskDataset, "lean_sequences", lean)
+        dataset, train, valid, test, _ = build_data_and_model(config)
+    return dataset, train.dataset, valid.dataset, test.dataset
+
+
+@pytest.fixture(scope="module")
+def both(data_root):
+    return _build(data_root, True), _build(data_root, False)
+
+
+def _assert_same_rows(lean, recbole):
+    for column in recbole.inter_feat.columns:
+        assert column in lean.inter_feat, column
+        torch.testing.assert_close(lean.inter_feat[column], recbole.inter_feat[column], atol=0, rtol=0,
+                                   msg=column)
+
+
+def test_evaluation_rows_are_recboles(both):
+    (_, _, lean_valid, lean_test), (_, _, valid, test) = both
+    assert len(valid) > 50 and int(valid.inter_feat["item_length"].max()) == L  # some histories are cut at L
+    _assert_same_rows(lean_valid, valid)
+    _assert_same_rows(lean_test, test)
+
+
+def test_training_rows_hold_no_per_prefix_copy(both):
+    (lean_all, lean_train, _, _), (_, train, _, _) = both
+    assert "item_id_list" in train.inter_feat and "item_id_list" not in lean_train.inter_feat
+    assert not any(v.dim() > 1 and v.shape[0] == len(lean_train) for v in lean_train.inter_feat.interaction.values())
+    for column in lean_train.inter_feat.columns:
+        if column != FLAT_POSITION:
+            torch.testing.assert_close(lean_train.inter_feat[column], train.inter_feat[column], atol=0, rtol=0)
+    # every row's target is the flat arrays' entry at its position; the history is the entries before it
+    pos = lean_train.inter_feat[FLAT_POSITION]
+    assert torch.equal(lean_all.flat["item_id"][pos], lean_train.inter_feat["item_id"])
+    rows = lean_train.history_lists(lean_train.inter_feat)
+    assert torch.equal(rows["item_id_list"], train.inter_feat["item_id_list"])
+    assert torch.equal(rows["timestamp_list"], train.inter_feat["timestamp_list"])
+
+
+@pytest.mark.parametrize("stride", [L, 3])
+def test_windows_read_from_the_flat_arrays_equal_windows_rebuilt_from_recboles_rows(both, stride):
+    (_, lean_train, _, _), (_, train, _, _) = both
+    lean, rebuilt = UserWindows.from_dataset(lean_train, L, stride), UserWindows.from_dataset(train, L, stride)
+    assert lean.items.data_ptr() == lean_train.flat["item_id"].data_ptr()  # no copy
+    assert len(lean) == len(rebuilt) and lean.num_targets == rebuilt.num_targets == len(train)
+    a, b = lean.batch(torch.arange(len(lean))), rebuilt.batch(torch.arange(len(rebuilt)))
+    assert set(a.columns) == set(b.columns)
+    for column in b.columns:
+        assert torch.equal(a[column], b[column]), column
+
+
+def test_rows_left_out_within_a_user_are_gathered(both):
+    (_, lean_train, _, _), (_, train, _, _) = both
+    keep = torch.from_numpy(np.arange(len(train)) % 5 != 2)  # drop every fifth training row
+    lean_part, part = lean_train.copy(lean_train.inter_feat[keep]), train.copy(train.inter_feat[keep])
+    lean, rebuilt = UserWindows.from_dataset(lean_part, L), UserWindows.from_dataset(part, L)
+    assert lean.items.data_ptr() != lean_train.flat["item_id"].data_ptr()
+    for column, value in rebuilt.batch(torch.arange(len(rebuilt))).interaction.items():
+        assert torch.equal(lean.batch(torch.arange(len(lean)))[column], value), column
+
+
+def test_recboles_loader_over_lean_rows_gives_recboles_per_prefix_rows(both):
+    (_, lean_train, _, _), (_, train, _, _) = both
+    index = torch.arange(0, len(train), 7)
+    a, b = lean_train[index], train[index]
+    for column in b.columns:
+        assert torch.equal(a[column], b[column]), column
+
+
+def test_interaction_matrix_is_recboles(both):
+    (_, lean_train, _, _), (_, train, _, _) = both
+    a, b = lean_train.inter_matrix(form="csr"), train.inter_matrix(form="csr")
+    assert a.shape == b.shape and a.nnz == b.nnz > len(train)  # targets plus each user's first item
+    assert (a != b).nnz == 0
