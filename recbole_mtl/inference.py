@@ -129,7 +129,7 @@ def load(command: str, path: str, overrides: Optional[dict] = None) -> Served:
             f"it with: run_recbole_mtl.py evaluate --checkpoint={path}, or use RecBole's own "
             "recbole.utils.case_study.full_sort_topk.")
     serving_task(command, list(saved.get("tasks") or []), model_name, path)
-    overrides = dict(overrides or {})
+    overrides = {"state": "WARNING", **(overrides or {})}  # a batch command: warnings and errors only
     if overrides.get("dataset", saved.get("dataset")) != saved.get("dataset"):
         raise CheckpointError(f"checkpoint {path} was trained on dataset '{saved.get('dataset')}', not "
                               f"'{overrides['dataset']}'. Leave out --dataset (and pass --data_path=... if its "

@@ -2,9 +2,10 @@
 
 Evaluation reads the history *before* a validation/test interaction; inference reads everything
 the dataset holds for a user: every interaction of the training, validation and test parts,
-time-ordered as RecBole orders them (by time, ties in file order). :class:`UserHistories` keeps
-them as flat arrays plus per-user offsets (as :class:`~recbole_mtl.data.windows.UserWindows` does
-for the training part), and :meth:`UserHistories.batch` builds the rows the models read, with the
+in the order of RecBole's sequential rows (by time), so that the history before a user's test
+interaction is exactly the one evaluation reads. :class:`UserHistories` keeps
+them as flat arrays plus per-user offsets, rebuilt from the dataset's rows as
+:class:`~recbole_mtl.data.windows.UserWindows` rebuilds the training part, and :meth:`UserHistories.batch` builds the rows the models read, with the
 names of RecBole's sequential rows:
 
 * ``user_id`` ``[B]``; ``item_id_list`` ``[B, L]`` (the last ``L = MAX_ITEM_LIST_LENGTH`` items,
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
 import torch
 from recbole.data.interaction import Interaction
+
+from recbole_mtl.data.windows import UserWindows
 
 
 class UserHistories:
@@ -34,22 +36,16 @@ class UserHistories:
     """
 
     def __init__(self, dataset, max_len: int):
-        feat = dataset.inter_feat
+        # the dataset holds RecBole's per-target rows (its sequential augmentation, over all the
+        # parts); the windows' reconstruction turns them back into each user's sequence
+        whole = UserWindows.from_dataset(dataset, max_len)
         self.uid_field, self.iid_field = dataset.uid_field, dataset.iid_field
-        suffix = dataset.config["LIST_SUFFIX"]
-        self.names = {"items": self.iid_field + suffix, "length": dataset.item_list_length_field, "suffix": suffix}
+        self.names = whole.names
         self.max_len = int(max_len)
-        uid = feat[self.uid_field].numpy()
-        order = np.arange(len(uid))
-        if dataset.time_field and dataset.time_field in feat:  # RecBole's order: by time, ties in file order
-            order = np.argsort(feat[dataset.time_field].numpy(), kind="stable")
-        order = order[np.argsort(uid[order], kind="stable")]
-        counts = np.bincount(uid, minlength=dataset.user_num)
-        self.offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]))
-        index = torch.from_numpy(order)
-        self.items = feat[self.iid_field][index]
-        self.fields = {field: feat[field][index] for field in feat.columns
-                       if field not in (self.uid_field, self.iid_field) and feat[field].dim() == 1}
+        self.items, self.fields = whole.items, whole.fields
+        counts = torch.zeros(dataset.user_num, dtype=torch.long)
+        counts[whole.users] = whole.offsets[1:] - whole.offsets[:-1]
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
 
     def length(self, users: torch.Tensor) -> torch.Tensor:
         """``[B]`` number of interactions of each user."""
