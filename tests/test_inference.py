@@ -48,19 +48,22 @@ def _train(root: Path, saved: Path, **extra) -> str:
     return run_recbole_mtl(model="MTLRec", dataset=NAME, config_dict=config, cmd_args=[])["checkpoint"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def in_tmp(tmp_path_factory):
+    """RecBole's ./log of every model built here lands in a temp folder."""
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(cwd)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """``(data root, checkpoint, unlabelled item tokens)`` of a 1-epoch tiny MTLRec on 40 users."""
     root = tmp_path_factory.mktemp("infdata")
     write_slice(root, NAME, max_user=40)
     blanked = _unlabel(root / NAME)
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        path = _train(root, root / "saved")
-    finally:
-        os.chdir(cwd)
-    return root, path, blanked
+    return root, _train(root, root / "saved"), blanked
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,11 @@
 Evaluation reads the history *before* a validation/test interaction; inference reads everything
 the dataset holds for a user: every interaction of the training, validation and test parts,
 in the order of RecBole's sequential rows (by time), so that the history before a user's test
-interaction is exactly the one evaluation reads. :class:`UserHistories` keeps
-them as flat arrays plus per-user offsets, rebuilt from the dataset's rows as
-:class:`~recbole_mtl.data.windows.UserWindows` rebuilds the training part, and :meth:`UserHistories.batch` builds the rows the models read, with the
-names of RecBole's sequential rows:
+interaction is exactly the one evaluation reads. :class:`UserHistories` keeps them as flat arrays
+plus per-user offsets, rebuilt from the dataset's rows as
+:class:`~recbole_mtl.data.windows.UserWindows` rebuilds the training part, and
+:meth:`UserHistories.batch` builds the rows the models read, with the names of RecBole's
+sequential rows:
 
 * ``user_id`` ``[B]``; ``item_id_list`` ``[B, L]`` (the last ``L = MAX_ITEM_LIST_LENGTH`` items,
   left-aligned, padded with 0); ``item_length`` ``[B]``; ``<field>_list`` ``[B, L]`` for every other
