@@ -17,9 +17,14 @@ This module is the one owner of checkpoints; everything else calls it.
 
 Shapes and keys of a checkpoint dict::
 
-    format, config {final, external}, epoch, cur_step, best_valid_score, state_dict,
-    other_parameter, optimizer  [+ kind "last", best_model_file, best_valid_result,
-    train_loss_dict, rng]  [+ exported_from {world_size, plan}]
+    format, config {final, external}, dataset {name, files: {file name: {bytes, sha256}}},
+    epoch, cur_step, best_valid_score, state_dict, other_parameter, optimizer
+    [+ kind "last", best_model_file, best_valid_result, train_loss_dict, rng]
+    [+ exported_from {world_size, plan}]
+
+``dataset`` (:func:`dataset_fingerprint`) lets a checkpoint tell whether the atomic files it is
+read with are the ones it was trained on (:func:`check_dataset`); files older than that key are
+only checked by the sizes of their tables.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import glob
+import hashlib
 import os
 import pickle
 import random
@@ -307,6 +313,7 @@ def state(trainer: Any, epoch: int) -> dict:
     return {
         "format": FORMAT,
         "config": plain_config(trainer.config),
+        "dataset": dataset_fingerprint(trainer.config),
         "epoch": int(epoch),
         "cur_step": int(trainer.cur_step),
         "best_valid_score": float(trainer.best_valid_score),
@@ -472,6 +479,48 @@ def merge_shards(states: List[dict]) -> Dict[str, torch.Tensor]:
     return full
 
 
+def join_shards(path: str) -> dict:
+    """The single-process checkpoint of the per-rank files of ``path``, in memory (nothing is written).
+
+    Args:
+        path: ``<name>.pth`` (or one of its ``<name>.rank<r>-of-<W>.pth`` files).
+
+    Returns:
+        The checkpoint dict :func:`export_checkpoint` writes: rank 0's entries, full tables in
+        ``state_dict`` (``sparse.<table>``), no fused-optimizer accumulators, ``exported_from``.
+    """
+    states = [load_checkpoint(f) for f in shard_files(path)]
+    sparse = [s["other_parameter"]["sparse_optimizer"] for s in states]
+    full = merge_shards(sparse)
+    checkpoint = dict(states[0])
+    checkpoint["state_dict"] = dict(states[0]["state_dict"])
+    checkpoint["state_dict"].update({f"sparse.{k}": v for k, v in full.items()})
+    checkpoint["other_parameter"] = {"sparse_optimizer": {}}
+    checkpoint["exported_from"] = {"world_size": sparse[0]["world_size"], "plan": sparse[0]["plan"]}
+    return checkpoint
+
+
+def load_single_or_sharded(path) -> tuple[dict, str]:
+    """A checkpoint for one process from ``path``: the single-process file ``<name>.pth`` when it
+    exists, else its per-rank files joined in memory (:func:`join_shards`).
+
+    Returns:
+        ``(checkpoint, what was read)``: the file, or ``<name>.rank*-of-<W>.pth``.
+    """
+    path = os.fspath(path)
+    single = unsharded_path(path)
+    if os.path.isfile(path) and not is_shard_file(path):
+        return load_checkpoint(path), path
+    if os.path.isfile(single):
+        return load_checkpoint(single), single
+    found = shard_sets(single)
+    if not found:
+        load_checkpoint(path)  # raises: not found, naming the file
+    checkpoint = join_shards(single)
+    world = checkpoint["exported_from"]["world_size"]
+    return checkpoint, f"{single[:-4]}.rank*-of-{world}.pth"
+
+
 def export_checkpoint(path: str, out: Optional[str] = None) -> str:
     """Join the per-rank files of ``path`` into one single-process checkpoint.
 
@@ -484,15 +533,82 @@ def export_checkpoint(path: str, out: Optional[str] = None) -> str:
         evaluates or resumes it in one process; the tables' fused-optimizer accumulators are not
         carried over (they restart from zero if training resumes from it).
     """
-    states = [load_checkpoint(f) for f in shard_files(path)]
-    sparse = [s["other_parameter"]["sparse_optimizer"] for s in states]
-    full = merge_shards(sparse)
-    checkpoint = dict(states[0])
-    checkpoint["state_dict"] = dict(states[0]["state_dict"])
-    checkpoint["state_dict"].update({f"sparse.{k}": v for k, v in full.items()})
-    checkpoint["other_parameter"] = {"sparse_optimizer": {}}
-    checkpoint["exported_from"] = {"world_size": sparse[0]["world_size"], "plan": sparse[0]["plan"]}
+    checkpoint = join_shards(path)
     target = out or path
     atomic_torch_save(checkpoint, target)
-    getLogger().info(f"exported the sharded checkpoint of {len(states)} ranks to {target}")
+    getLogger().info(f"exported the sharded checkpoint of {checkpoint['exported_from']['world_size']} ranks "
+                     f"to {target}")
     return target
+
+
+# -- which data a checkpoint belongs to ---------------------------------------------------------
+_FINGERPRINTS: Dict[tuple, dict] = {}
+
+
+def dataset_files(config: Any) -> List[str]:
+    """The atomic files of ``config``'s dataset a run reads (``.inter``, ``.user``, ``.item`` and
+    ``additional_feat_suffix`` files, those that exist), in a fixed order."""
+    name = str(config["dataset"])
+    folder = os.path.join(str(config["data_path"]), "")
+    if not os.path.isdir(folder):
+        return []
+    suffixes = ["inter", "user", "item"] + list(config["additional_feat_suffix"] or [])
+    files = [os.path.join(folder, f"{name}.{suffix}") for suffix in suffixes]
+    return [f for f in files if os.path.isfile(f)]
+
+
+def _file_digest(path: str) -> dict:
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FINGERPRINTS:  # hashed once per file version and process, not at every save
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _FINGERPRINTS[key] = {"bytes": int(stat.st_size), "sha256": digest.hexdigest()}
+    return _FINGERPRINTS[key]
+
+
+def dataset_fingerprint(config: Any) -> dict:
+    """``{"name", "files": {file name: {"bytes", "sha256"}}}`` of the atomic files a run reads."""
+    return {"name": str(config["dataset"]),
+            "files": {os.path.basename(f): _file_digest(f) for f in dataset_files(config)}}
+
+
+def check_dataset(checkpoint: dict, path: str, config: Any, model: torch.nn.Module) -> None:
+    """Refuse a checkpoint that does not belong to the dataset ``config`` reads.
+
+    Compares the dataset name, the size of every embedding table (users, items, attribute
+    tokens) and, for checkpoints that store them, the digests of the atomic files.
+
+    Raises:
+        CheckpointError: what differs, and how to point the command at the right data.
+    """
+    saved_config = checkpoint["config"]["final"]
+    trained_on = saved_config.get("dataset")
+    fix = (f"Pass the data it was trained on (--data_path=...; it was trained with data_path "
+           f"{saved_config.get('data_path')}), or train a model on this data.")
+    if trained_on != config["dataset"]:
+        raise CheckpointError(f"checkpoint {path} was trained on dataset '{trained_on}', not '{config['dataset']}'. "
+                              f"{fix}")
+    mine = model.state_dict()
+    for key, tensor in checkpoint["state_dict"].items():
+        if key.startswith("sparse.") and key in mine and tuple(tensor.shape) != tuple(mine[key].shape):
+            table = key.rsplit(".", 2)[-2]
+            raise CheckpointError(
+                f"checkpoint {path} does not match dataset '{config['dataset']}' in {config['data_path']}: its "
+                f"'{table}' table has {tensor.shape[0]} rows (ids, padding included) but the dataset has "
+                f"{mine[key].shape[0]}. The data changed since training. {fix}")
+    saved_files = (checkpoint.get("dataset") or {}).get("files")
+    if not saved_files:
+        return
+    now = dataset_fingerprint(config)["files"]
+    changed = sorted(f for f in set(saved_files) | set(now) if saved_files.get(f) != now.get(f))
+    if changed:
+        details = ", ".join(
+            f"{f} ({'missing now' if f not in now else 'new' if f not in saved_files else 'other contents'})"
+            for f in changed)
+        raise CheckpointError(
+            f"checkpoint {path} was trained on other files of dataset '{config['dataset']}' than those in "
+            f"{config['data_path']}: {details}. Ids, histories and labels would not mean what the model "
+            f"learned. {fix}")

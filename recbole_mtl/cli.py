@@ -9,7 +9,9 @@ Subcommands: ``embed`` writes PLM item-text (and user-text) vectors (``run_recbo
 ``validate`` checks a dataset's atomic files without training (``run_recbole_mtl.py validate --help``);
 ``benchmark`` compares models on one split and writes results/<dataset>/ (``run_recbole_mtl.py benchmark --help``);
 ``export`` joins a sharded checkpoint into a single-process one; ``evaluate`` tests a checkpoint;
-``convert`` turns raw MovieLens/Amazon/CSV dumps into atomic files and a dataset YAML (``run_recbole_mtl.py convert --help``).
+``convert`` turns raw MovieLens/Amazon/CSV dumps into atomic files and a dataset YAML (``run_recbole_mtl.py convert --help``);
+``recommend`` (top-K items per user), ``score`` (interest probability of user-item pairs) and ``categorize``
+(categories of unlabelled or new items) answer in batch from a checkpoint (``run_recbole_mtl.py recommend --help``).
 
 ``--nproc=N`` (N > 1) starts ``torchrun`` with N processes running this command line; plain
 ``torchrun --nproc_per_node=N run_recbole_mtl.py ...`` does the same (multi-node with torchrun's
@@ -46,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         "`validate` checks a dataset's atomic files (recbole-mtl validate --help); "
         "`benchmark` compares models against RecBole baselines (recbole-mtl benchmark --help); `export` joins "
         "a sharded checkpoint into one file; `evaluate` tests a checkpoint (recbole-mtl export --help); "
-        "`convert` turns raw MovieLens/Amazon/CSV dumps into atomic files (recbole-mtl convert --help)",
+        "`convert` turns raw MovieLens/Amazon/CSV dumps into atomic files (recbole-mtl convert --help); "
+        "`recommend`, `score` and `categorize` answer in batch from a checkpoint (recbole-mtl recommend --help)",
     )
     parser.add_argument("--model", "-m", type=str, default="MTLRec", help="model name (default: MTLRec)")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (default: ml-100k)")
@@ -306,6 +309,78 @@ def checkpoint_main(command: str, argv: Sequence[str]):
         _fail(f"recbole-mtl {command}", e, args.debug)
 
 
+def build_inference_parser(command: str) -> argparse.ArgumentParser:
+    descriptions = {
+        "recommend": "Top-K items for each user (all users, or those of --users) from the model's next-item scores "
+                     "after the user's whole history, excluding every item the user interacted with in the dataset. "
+                     "Writes an atomic file: <user>:token, <item>_list:token_seq, score_list:float_seq.",
+        "score": "The interest probability of each (user, item) row of --pairs, after the user's whole history. "
+                 "Writes the input rows plus interest_score:float.",
+        "categorize": "Categories, with probabilities, of the dataset's items without a category label, or of the "
+                      "new items of --items (described by their text). Writes an atomic file: <item>:token, "
+                      "category_list:token_seq, probability_list:float_seq.",
+    }
+    parser = argparse.ArgumentParser(
+        prog=f"recbole-mtl {command}",
+        description=descriptions[command] + " Any other --key=value overrides a saved config key (e.g. "
+        "--data_path=...). See docs/inference.md.")
+    parser.add_argument("--checkpoint", type=str, required=True,
+                        help="a .pth of a multi-task model, or <name>.pth of a multi-process run whose per-rank "
+                        "files <name>.rank<r>-of-<W>.pth are joined in memory")
+    if command == "recommend":
+        parser.add_argument("--users", type=str, default=None,
+                            help="users to recommend to: an atomic file with a '<user_id>:token' column, or one user "
+                            "token per line (default: every user with an interaction)")
+        parser.add_argument("--topk", type=int, default=10, help="items per user (default: 10)")
+    elif command == "score":
+        parser.add_argument("--pairs", type=str, required=True,
+                            help="atomic file with '<user_id>:token' and '<item_id>:token' columns (others are copied)")
+    else:
+        parser.add_argument("--items", type=str, default=None,
+                            help="new items: an atomic .item-style file with the item id and the model's text fields "
+                            "(default: the dataset's items without a category label)")
+        parser.add_argument("--threshold", type=float, default=None,
+                            help="write every category whose probability reaches it, and always the top one "
+                            "(default: the threshold the model chose on its validation items)")
+    parser.add_argument("--out", type=str, default=f"{command}.tsv", help=f"output file (default: {command}.tsv)")
+    parser.add_argument("--batch_size", type=int, default=None, help="rows per model call")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def inference_main(command: str, argv: Sequence[str]):
+    """``recommend``, ``score`` and ``categorize``; returns :class:`recbole_mtl.inference.Summary`."""
+    parser = build_inference_parser(command)
+    args, unknown = parser.parse_known_args(argv)
+    overrides = _literal_overrides(_split_overrides(unknown, parser))
+    try:
+        from recbole_mtl import inference
+
+        inputs = [args.checkpoint] + [getattr(args, k, None) for k in ("users", "pairs", "items")]
+        out = inference.check_output(args.out, inputs)
+        served = inference.load(command, args.checkpoint, overrides)
+        progress = not args.no_progress
+        size = {} if args.batch_size is None else {"batch_size": args.batch_size}
+        if command == "recommend":
+            summary = inference.recommend(served, out, args.users, args.topk, progress=progress, **size)
+            noun = "users"
+        elif command == "score":
+            summary = inference.score(served, out, args.pairs, progress=progress, **size)
+            noun = "pairs"
+        else:
+            summary = inference.categorize(served, out, args.items, args.threshold, progress=progress, **size)
+            noun = "items"
+        print(f"wrote {summary.out}: {summary.rows} {noun} in {summary.seconds:.2f} s "
+              f"({summary.per_second:,.0f} {noun}/s) from {served.source}")
+        return summary
+    except KeyboardInterrupt:
+        print(f"recbole-mtl {command}: interrupted; {args.out} was left as it was.", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as e:
+        _fail(f"recbole-mtl {command}", e, args.debug)
+
+
 def _literal_overrides(overrides: Sequence[str]) -> dict:
     from recbole_mtl.hardening import literal_convert
 
@@ -337,6 +412,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
         return benchmark_main(argv[1:])
     if argv and argv[0] in ("export", "evaluate"):
         return checkpoint_main(argv[0], argv[1:])
+    if argv and argv[0] in ("recommend", "score", "categorize"):
+        return inference_main(argv[0], argv[1:])
     args, overrides = _parse(build_parser(), argv)
     try:
         from recbole_mtl import distributed

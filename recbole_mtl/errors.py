@@ -60,3 +60,12 @@ class NonFiniteLossError(RecboleMTLError, RuntimeError):
 
 class RunFailedError(RecboleMTLError, RuntimeError):
     """A run started in its own process failed; the message names its log."""
+
+
+class InferenceInputError(RecboleMTLError, ValueError):
+    """An input file of ``recommend``/``score``/``categorize`` is malformed or names unknown ids: file,
+    line, field or token, and how to fix it."""
+
+
+class OutputPathError(RecboleMTLError, OSError):
+    """An output file cannot be written where the user asked (checked before any work)."""

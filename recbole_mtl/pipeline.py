@@ -177,17 +177,23 @@ def run(config: Config, saved: bool = True, verbose: bool = True) -> dict:
     }
 
 
-def load_data_and_model(model_file: str, config_dict: Optional[dict] = None):
+def load_data_and_model(model_file: str, config_dict: Optional[dict] = None, state: Optional[dict] = None):
     """Rebuild config, data and model from a checkpoint (loaded with ``weights_only=True``).
 
     Args:
         model_file: a ``.pth`` written by a recbole_mtl run.
         config_dict: overrides on top of the saved settings (e.g. ``{"data_path": ...}``).
+        state: the checkpoint dict when it is already in memory (e.g. per-rank files joined by
+            :func:`recbole_mtl.checkpoint.join_shards`); ``model_file`` then only names it.
 
     Returns:
         ``(config, model, dataset, train_data, valid_data, test_data)`` as RecBole's function.
+
+    Raises:
+        CheckpointError: the file is missing or unreadable, or it was trained on other data
+            (:func:`recbole_mtl.checkpoint.check_dataset`).
     """
-    state = checkpoint.load_checkpoint(model_file)
+    state = checkpoint.load_checkpoint(model_file) if state is None else state
     external = dict(state["config"]["external"])
     external.update(config_dict or {})
     model_name, dataset_name = external.pop("model"), external.pop("dataset")
@@ -195,6 +201,6 @@ def load_data_and_model(model_file: str, config_dict: Optional[dict] = None):
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset, train_data, valid_data, test_data, model = build_data_and_model(config)
-    model.load_state_dict(state["state_dict"])
-    checkpoint.load_other(model, state)
+    checkpoint.check_dataset(state, str(model_file), config, model)
+    checkpoint.load_model_state(model, state, str(model_file))
     return config, model, dataset, train_data, valid_data, test_data

@@ -295,12 +295,15 @@ class MultiTaskRecommender(SequentialRecommender):
         emb = items["item"].values()
         return (emb if self.text is None else self.text(item_ids, emb)), pooled
 
-    def _step(self, interaction, training: bool) -> _Batch:
-        """Encode ``interaction`` and prepare what every task reads (see :class:`_Batch`)."""
+    def _step(self, interaction, training: bool, user_tasks: Optional[list[str]] = None) -> _Batch:
+        """Encode ``interaction`` and prepare what every task reads (see :class:`_Batch`); with
+        ``user_tasks``, only what those user-side tasks (and every item-side task) read."""
         all_positions = training and self.train_positions == "all" and POSITION_MASK in interaction
         batch = _Batch(self, interaction, training, all_positions)
         seq = interaction[self.ITEM_SEQ]
-        wanted = {name: self.heads[name].items(batch) for name in self.tasks}
+        names = [name for name in self.tasks
+                 if user_tasks is None or name in user_tasks or name not in self.user_tasks]
+        wanted = {name: self.heads[name].items(batch) for name in names}
         needs_rep = [ids for name, ids in wanted.items()
                      if ids is not None and self.heads[name].reads_item_representation]
         rep_ids = torch.unique(torch.cat(needs_rep)) if needs_rep else None
@@ -361,14 +364,18 @@ class MultiTaskRecommender(SequentialRecommender):
         self.last_counts = [self.heads[name].count(batch) for name in self.tasks]
         return losses
 
-    def predict_tasks(self, interaction) -> dict[str, torch.Tensor]:
-        """Evaluation scores of every user-side task at the last position of each history.
+    def predict_tasks(self, interaction, tasks: Optional[list[str]] = None) -> dict[str, torch.Tensor]:
+        """Evaluation scores of every user-side task (or of ``tasks``) at the last position of each history.
+
+        The history is ``interaction[ITEM_SEQ]`` (``[B, L]``, left-aligned) up to ``ITEM_SEQ_LEN``;
+        the interaction scored is the next one (``POS_ITEM_ID``: its item, for pair tasks).
 
         Returns:
             task name -> scores, e.g. ``sequence``: ``[B, n_items]``; ``interest``: ``[B]``.
         """
-        batch = self._step(interaction, training=False)
-        return {name: self.heads[name].predict(batch) for name in self.user_tasks}
+        names = self.user_tasks if tasks is None else [t for t in self.user_tasks if t in tasks]
+        batch = self._step(interaction, training=False, user_tasks=names)
+        return {name: self.heads[name].predict(batch) for name in names}
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
         return self.predict_tasks(interaction)[self._ranking_task()]
@@ -389,12 +396,59 @@ class MultiTaskRecommender(SequentialRecommender):
     def item_predictions(self, task: str, phase: str) -> tuple[torch.Tensor, torch.Tensor]:
         """An item-side task's probabilities ``[N, C]`` and labels of its held-out items of ``phase``."""
         head = self.heads[task]
-        item_ids, key_ids = head.held_out(phase), head.train_items
+        item_ids = head.held_out(phase)
+        return self.item_probabilities(task, item_ids), head.labels[item_ids]
+
+    def item_probabilities(self, task: str, item_ids: torch.Tensor) -> torch.Tensor:
+        """An item-side task's probabilities ``[N, C]`` for the dataset's items ``item_ids`` ``[N]``
+        (with the neighbours head: from the task's training items, an item never its own key)."""
+        describe = self._items_representation if self.heads[task].reads_item_representation \
+            else self._items_embedding
+        return self._item_probabilities(task, item_ids, [describe(chunk) for chunk in item_ids.split(4096)])
+
+    def new_item_probabilities(self, task: str, text_vectors: torch.Tensor) -> torch.Tensor:
+        """An item-side task's probabilities ``[N, C]`` for items outside the dataset, described by
+        their PLM text vectors ``[N, P]`` (made as the feature file's, with the same model and fields).
+
+        Such an item has no row in the id table: its id part is zero (the mean of the initial id
+        embeddings, what an item the model never trained on has on average) and its text goes
+        through the model's adapter and fusion, as for the items of the table.
+
+        Raises:
+            ConfigError: see :meth:`check_new_items`.
+        """
+        self.check_new_items(task)
+        text_vectors = text_vectors.to(self.device)
+        unseen = torch.zeros(len(text_vectors), dtype=torch.long, device=self.device)  # no table row: no key match
+        described = [self.text.fuse_vectors(chunk, torch.zeros(len(chunk), self.dim, device=self.device))
+                     for chunk in text_vectors.split(4096)]
+        return self._item_probabilities(task, unseen, described)
+
+    def check_new_items(self, task: str) -> None:
+        """Whether :meth:`new_item_probabilities` can describe new items for ``task``.
+
+        Raises:
+            ConfigError: the model reads no item text (``text_features: False``), or the task reads
+                the item tower, whose attribute tables have no rows for new items (``category_head: mlp``).
+        """
+        if self.text is None:
+            raise ConfigError("the model needs text features (text_features: True) to categorize unseen items: it "
+                              "was trained without item text, and an item outside its dataset has no id embedding. "
+                              "Run run_recbole_mtl.py embed, then train with --text_features=True.")
+        if self.heads[task].reads_item_representation:
+            raise ConfigError(f"the {task} head of this model reads the item tower (ids and attribute tables), "
+                              "which has no rows for items outside the dataset; train with category_head: "
+                              "neighbours (the default) to categorize new items from their text.")
+
+    def _item_probabilities(self, task: str, item_ids: torch.Tensor, described: list[torch.Tensor]) -> torch.Tensor:
+        """Probabilities ``[N, C]`` of items ``item_ids`` whose head inputs are ``described`` (chunks of 4096)."""
+        head = self.heads[task]
+        key_ids = head.train_items
         describe = self._items_representation if head.reads_item_representation else self._items_embedding
         key_rep = torch.cat([describe(chunk) for chunk in key_ids.split(4096)]) \
             if len(key_ids) else item_ids.new_zeros(0, self.dim).float()
-        probs = [head.probabilities(chunk, describe(chunk), key_ids, key_rep) for chunk in item_ids.split(4096)]
-        return torch.cat(probs) if probs else item_ids.new_zeros(0, head.labels.shape[1]).float(), head.labels[item_ids]
+        probs = [head.probabilities(ids, rep, key_ids, key_rep) for ids, rep in zip(item_ids.split(4096), described)]
+        return torch.cat(probs) if probs else item_ids.new_zeros(0, head.labels.shape[1]).float()
 
     def _items_embedding(self, ids: torch.Tensor) -> torch.Tensor:
         """Item-id embeddings (with text) ``[R, D]`` of items ``ids``."""

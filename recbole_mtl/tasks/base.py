@@ -69,6 +69,9 @@ class Task(nn.Module):
     plotted: ClassVar[tuple[str, ...]] = ()
     #: Whether the ids of :meth:`items` need the item tower (attributes), not only id embeddings.
     reads_item_representation: ClassVar[bool] = True
+    #: The batch-inference command that serves this task's predictions (``recommend``: full ranking of
+    #: the next item; ``score``: a probability per user-item pair; ``categorize``: labels of items), or None.
+    inference: ClassVar[Optional[str]] = None
 
     def __init__(self, config, dataset, dim: int, dropout: float):
         super().__init__()

@@ -71,6 +71,7 @@ class CategoryTask(Task):
     name = "category"
     side = "item"
     evaluation = "items"
+    inference = "categorize"
     label_source = CATEGORY_LABEL
     valid_metric = "category_micro_f1"
     metric_names = ("category_micro_f1", "category_macro_f1", "category_accuracy", "category_label_accuracy",

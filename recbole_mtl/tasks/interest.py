@@ -27,6 +27,7 @@ INTEREST_LABEL = register_label_source(LabelSource(
 
 class InterestTask(PairTask):
     name = "interest"
+    inference = "score"
     label_source = INTEREST_LABEL
     valid_metric = "interest_auc"
     metric_names = ("interest_auc", "interest_logloss", "interest_accuracy", "interest_precision",

@@ -22,6 +22,7 @@ from recbole_mtl.tasks.base import Task, TaskBatch
 class SequenceTask(Task):
     name = "sequence"
     evaluation = "ranking"
+    inference = "recommend"
     valid_metric = "NDCG@10"
     metric_names = ("ndcg@10", "hit@10", "recall@10", "mrr@10", "precision@10")
     plotted = ("ndcg@10", "hit@10")

@@ -1,0 +1,86 @@
+"""Each user's whole history, as the input of batch inference (``recommend``, ``score``).
+
+Evaluation reads the history *before* a validation/test interaction; inference reads everything
+the dataset holds for a user: every interaction of the training, validation and test parts,
+in the order of RecBole's sequential rows (by time), so that the history before a user's test
+interaction is exactly the one evaluation reads. :class:`UserHistories` keeps them as flat arrays
+plus per-user offsets, rebuilt from the dataset's rows as
+:class:`~recbole_mtl.data.windows.UserWindows` rebuilds the training part, and
+:meth:`UserHistories.batch` builds the rows the models read, with the names of RecBole's
+sequential rows:
+
+* ``user_id`` ``[B]``; ``item_id_list`` ``[B, L]`` (the last ``L = MAX_ITEM_LIST_LENGTH`` items,
+  left-aligned, padded with 0); ``item_length`` ``[B]``; ``<field>_list`` ``[B, L]`` for every other
+  1-d interaction field (e.g. ``interest_label_list``, ``timestamp_list``);
+* the interaction to score: ``item_id`` ``[B]`` (the candidate of a pair, else 0) and, for every
+  other 1-d interaction field, the value of the user's last interaction (its time, for the time
+  gap an encoder reads: the next interaction is taken to happen when the last one did).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from recbole.data.interaction import Interaction
+
+from recbole_mtl.data.windows import UserWindows
+
+
+class UserHistories:
+    """Every user's time-ordered interactions (all parts of the split) as flat arrays.
+
+    Attributes:
+        items: ``[T]`` item ids, users one after another; ``fields``: field -> ``[T]`` values.
+        offsets: ``[n_users + 1]``: user id ``u``'s interactions are ``items[offsets[u]:offsets[u + 1]]``
+            (ids without interactions, padding 0 included, have none).
+    """
+
+    def __init__(self, dataset, max_len: int):
+        # the dataset holds RecBole's per-target rows (its sequential augmentation, over all the
+        # parts); the windows' reconstruction turns them back into each user's sequence
+        whole = UserWindows.from_dataset(dataset, max_len)
+        self.uid_field, self.iid_field = dataset.uid_field, dataset.iid_field
+        self.names = whole.names
+        self.max_len = int(max_len)
+        self.items, self.fields = whole.items, whole.fields
+        counts = torch.zeros(dataset.user_num, dtype=torch.long)
+        counts[whole.users] = whole.offsets[1:] - whole.offsets[:-1]
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
+
+    def length(self, users: torch.Tensor) -> torch.Tensor:
+        """``[B]`` number of interactions of each user."""
+        return self.offsets[users + 1] - self.offsets[users]
+
+    def seen(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, items)``: every item each user (``users[rows]``) interacted with, for masking."""
+        start, count = self.offsets[users], self.length(users)
+        rows = torch.repeat_interleave(torch.arange(len(users)), count)
+        at = torch.arange(int(count.sum())) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+        return rows, self.items[start[rows] + at]
+
+    def batch(self, users: torch.Tensor, next_items: Optional[torch.Tensor] = None) -> Interaction:
+        """Rows of ``users`` ``[B]`` ending with their whole history (names in the module docstring).
+
+        Args:
+            users: internal user ids, each with at least one interaction.
+            next_items: ``[B]`` the item of the interaction to score (pair tasks), default 0.
+        """
+        users = torch.as_tensor(users, dtype=torch.long)
+        end = self.offsets[users + 1]
+        length = torch.minimum(self.length(users), torch.tensor(self.max_len))
+        start = end - length
+        at = start.unsqueeze(1) + torch.arange(self.max_len)  # [B, L]
+        inputs = at < end.unsqueeze(1)
+        safe = torch.where(inputs, at, torch.zeros_like(at)).clamp(max=max(len(self.items) - 1, 0))
+        last = (end - 1).clamp(min=0)
+        out = {
+            self.uid_field: users,
+            self.iid_field: torch.zeros_like(users) if next_items is None else torch.as_tensor(next_items),
+            self.names["items"]: self.items[safe] * inputs,
+            self.names["length"]: length,
+        }
+        for field, values in self.fields.items():
+            out[field + self.names["suffix"]] = values[safe] * inputs
+            out[field] = values[last]
+        return Interaction(out)
