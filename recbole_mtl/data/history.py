@@ -4,7 +4,7 @@ Evaluation reads the history *before* a validation/test interaction; inference r
 the dataset holds for a user: every interaction of the training, validation and test parts,
 in the order of RecBole's sequential rows (by time), so that the history before a user's test
 interaction is exactly the one evaluation reads. :class:`UserHistories` keeps them as flat arrays
-plus per-user offsets, rebuilt from the dataset's rows as
+plus per-user ``[start, end)`` segments, read from the dataset's rows as
 :class:`~recbole_mtl.data.windows.UserWindows` rebuilds the training part, and
 :meth:`UserHistories.batch` builds the rows the models read, with the names of RecBole's
 sequential rows:
@@ -32,7 +32,7 @@ class UserHistories:
 
     Attributes:
         items: ``[T]`` item ids, users one after another; ``fields``: field -> ``[T]`` values.
-        offsets: ``[n_users + 1]``: user id ``u``'s interactions are ``items[offsets[u]:offsets[u + 1]]``
+        starts / ends: ``[n_users]``: user id ``u``'s interactions are ``items[starts[u]:ends[u]]``
             (ids without interactions, padding 0 included, have none).
     """
 
@@ -44,17 +44,17 @@ class UserHistories:
         self.names = whole.names
         self.max_len = int(max_len)
         self.items, self.fields = whole.items, whole.fields
-        counts = torch.zeros(dataset.user_num, dtype=torch.long)
-        counts[whole.users] = whole.offsets[1:] - whole.offsets[:-1]
-        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
+        self.starts = torch.zeros(dataset.user_num, dtype=torch.long)
+        self.ends = torch.zeros(dataset.user_num, dtype=torch.long)
+        self.starts[whole.users], self.ends[whole.users] = whole.starts, whole.ends
 
     def length(self, users: torch.Tensor) -> torch.Tensor:
         """``[B]`` number of interactions of each user."""
-        return self.offsets[users + 1] - self.offsets[users]
+        return self.ends[users] - self.starts[users]
 
     def seen(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rows, items)``: every item each user (``users[rows]``) interacted with, for masking."""
-        start, count = self.offsets[users], self.length(users)
+        start, count = self.starts[users], self.length(users)
         rows = torch.repeat_interleave(torch.arange(len(users)), count)
         at = torch.arange(int(count.sum())) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
         return rows, self.items[start[rows] + at]
@@ -67,7 +67,7 @@ class UserHistories:
             next_items: ``[B]`` the item of the interaction to score (pair tasks), default 0.
         """
         users = torch.as_tensor(users, dtype=torch.long)
-        end = self.offsets[users + 1]
+        end = self.ends[users]
         length = torch.minimum(self.length(users), torch.tensor(self.max_len))
         start = end - length
         at = start.unsqueeze(1) + torch.arange(self.max_len)  # [B, L]
