@@ -1,25 +1,27 @@
-"""Scale-out figures: training throughput and peak memory per rank, 1 vs 2 processes, fused vs nn tables.
+"""Scale-out figures: data loading + table building, peak memory per rank, training and inference throughput.
 
-    python benchmarks/sharding.py [--items 10000000] [--small_items 1000000] [--users 5000] \
-        [--interactions 50000] [--epochs 1] [--only fused-big,fused-big-2proc]
+    python benchmarks/sharding.py [--baseline_repo PATH] [--big_items 10000000] \
+        [--scale 10000000,25000000,50000000] [--only NAME,...] [--mem_limit_gib 21]
 
-Synthetic data (``dataset/make_synthetic.py``, written once under ``--data_dir``) with an item
-table of ``--items`` rows (every item has a ``.item`` row, so the table has that many rows) and
-``--small_items`` for the smaller comparison. MTLRec (sequence + interest tasks, sampled softmax
-over ``num_negatives`` items, embedding_size 64, one Transformer layer) trains ``--epochs``
-epoch(s) through RecBole's loader and the plugin's trainer in each configuration:
+Synthetic data from ``dataset/make_synthetic.py`` (written once under ``--data_dir``):
 
-* fused TorchRec tables, 1 process and 2 processes (torchrun, gloo; the item table row-wise
-  sharded, half of it on each rank), at ``--items`` rows;
-* fused TorchRec tables vs plain ``nn.Embedding`` tables (``embedding_backend: nn``), 1 process,
-  at ``--small_items`` and ``--items`` rows.
+* ``big``: an item table of ``--big_items`` rows (every item has a ``.item`` row) and
+  ``--big_interactions`` interactions of ``--big_users`` users: loading and building the tables
+  dominate. Measured with this checkout (``after``) and, given ``--baseline_repo`` (another
+  checkout of the project, e.g. the commit before a change), with that one (``before``), in the
+  same run, 1 and 2 processes each; the 1-process model then saves a checkpoint and
+  ``score`` / ``recommend`` (``recbole_mtl.inference``) answer from it.
+* ``scale``: for each size S of ``--scale``, S items and S interactions (S / 50 users): 1 and 2
+  processes, to find the largest size one process holds and what 2 processes need per rank.
 
-Each configuration runs in fresh processes with a set number of threads per process (torchrun's
-default is 1; a lone process is measured with 1 and with 2 threads, on this 2-core machine); the
-figures are interactions per second over the whole epoch (all ranks together) and the peak
-resident memory of each rank (``ru_maxrss``, which includes loading the data and building the
-tables). Results go to ``results/sharding.md`` and
-``results/sharding.png``, with the command.
+MTLRec (sequence + interest tasks, sampled softmax over 1000 items, embedding_size 64, one
+Transformer layer, MAX_ITEM_LIST_LENGTH 20, 128 windows a batch split over the ranks, SGD on the
+tables) trains one epoch in fresh processes (torchrun, gloo, the item table row-wise sharded, one
+thread per process). ``build s`` is everything before the first step: checking the atomic files,
+RecBole's loading and split, the training windows, and building the tables; ``peak RSS`` is each
+rank's ``ru_maxrss``. A run whose processes together pass ``--mem_limit_gib`` of resident memory
+is stopped and reported as not fitting (so that a run too big for the machine cannot take it down).
+Results go to ``results/sharding.md`` / ``.jsonl`` / ``.png``, with the command.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import platform
 import resource
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -38,24 +41,30 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def model_config(data_path: Path, dataset: str, backend: str, sharded: bool) -> dict:
+def model_config(data_path: Path, dataset: str, sharded: bool, checkpoint_dir: Path) -> dict:
     config = {
         "data_path": str(data_path), "dataset": dataset, "seed": 2020, "state": "WARNING", "show_progress": False,
         "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id"], "user": ["user_id"]},
         "tasks": ["sequence", "interest"], "sequence_loss": "sampled", "num_negatives": 1000,
         "MAX_ITEM_LIST_LENGTH": 20, "embedding_size": 64, "n_layers": 1, "n_heads": 2, "inner_size": 128,
-        "train_batch_size": 1024, "embedding_backend": backend,
-        "embedding_optimizer": "sgd", "embedding_learning_rate": 0.5,  # one optimizer both backends have
-        "checkpoint_dir": str(REPO / "saved" / "bench"),
+        "train_batch_size": 1024, "window_batch_size": 128, "eval_batch_size": 256,
+        "embedding_optimizer": "sgd", "embedding_learning_rate": 0.5,
+        "checkpoint_dir": str(checkpoint_dir),
     }
     if sharded:
         config["sharding_types"] = {"item_id": "row_wise"}
     return config
 
 
+def _rss() -> tuple[float, float]:
+    import psutil
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, psutil.Process().memory_info().rss / 2**30
+
+
 def worker(spec: dict) -> None:
-    """One measured run (this process is one rank, or the only process)."""
-    sys.path.insert(0, str(REPO))
+    """One measured run (this process is one rank, or the only process), importing ``spec['repo']``."""
+    sys.path.insert(0, spec["repo"])
     import torch
 
     import recbole_mtl  # noqa: F401
@@ -64,39 +73,63 @@ def worker(spec: dict) -> None:
     from recbole_mtl.pipeline import build_data_and_model
     from recbole_mtl.utils import get_trainer
 
-    torch.set_num_threads(spec["label"]["threads"])
+    torch.set_num_threads(1)
     config = Config(model="MTLRec", dataset=spec["config"]["dataset"], config_dict=spec["config"], cmd_args=[])
     distributed.init_from_env(config)
     start = time.perf_counter()
     _, train_data, _, _, model = build_data_and_model(config)
-    build_s = time.perf_counter() - start
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    n_train = len(train_data._dataset)
-    seconds = []
-    for epoch in range(spec["epochs"]):
-        distributed.barrier()
-        start = time.perf_counter()
-        trainer._train_epoch(train_data, epoch, show_progress=distributed.rank() == 0)
-        distributed.barrier()
-        seconds.append(time.perf_counter() - start)
-    import gc
-
-    import psutil
-
-    gc.collect()
-    rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, psutil.Process().memory_info().rss / 2**30)
-    per_rank = [rss]
+    train_data = trainer.training_loader(train_data) if hasattr(trainer, "training_loader") else train_data
+    build_s = time.perf_counter() - start
+    build_rss = _rss()
+    distributed.barrier()
+    start = time.perf_counter()
+    trainer._train_epoch(train_data, 0, show_progress=distributed.rank() == 0)
+    distributed.barrier()
+    epoch_s = time.perf_counter() - start
+    windows = getattr(train_data, "windows", None)
+    targets = windows.num_targets if windows is not None else len(train_data.dataset)
+    targets = int(distributed.mean_over_ranks([float(targets)])[0] * distributed.world_size()) \
+        if distributed.is_distributed() else targets
+    per_rank = [(*build_rss, *_rss())]
     if distributed.is_distributed():
         per_rank = [None] * distributed.world_size()
-        torch.distributed.all_gather_object(per_rank, rss)
+        torch.distributed.all_gather_object(per_rank, (*build_rss, *_rss()))
+    row = {**spec["label"], "world_size": distributed.world_size(), "targets": targets,
+           "item_rows": int(model.n_items), "build_s": build_s, "epoch_s": epoch_s,
+           "interactions_per_s": targets / epoch_s, "peak_rss_gib": [r[2] for r in per_rank],
+           "build_peak_rss_gib": [r[0] for r in per_rank], "rss_after_gib": [r[3] for r in per_rank]}
+    if spec.get("inference") and not distributed.is_distributed():
+        row["inference"] = inference(trainer, spec)
     if distributed.rank() == 0:
-        row = {**spec["label"], "world_size": distributed.world_size(), "n_train": n_train,
-               "item_rows": int(model.n_items), "epoch_s": seconds, "build_s": build_s,
-               "interactions_per_s": n_train / min(seconds), "peak_rss_gib": [r[0] for r in per_rank],
-               "rss_after_gib": [r[1] for r in per_rank]}
         with open(spec["out"], "a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
+
+
+def inference(trainer, spec: dict) -> dict:
+    """Save the model, then time ``score`` (every interaction of the dataset as a pair) and
+    ``recommend`` (``--recommend_users`` users, top 10 over the whole catalogue) from it."""
+    from recbole_mtl import inference as serving
+
+    trainer._save_checkpoint(0, verbose=False)
+    path = trainer.saved_model_file
+    data = Path(spec["config"]["data_path"]) / spec["config"]["dataset"]
+    out = Path(spec["config"]["checkpoint_dir"])
+    start = time.perf_counter()
+    served = serving.load("score", path)
+    load_s = time.perf_counter() - start
+    pairs = serving.score(served, out / "score.tsv", str(data / f"{spec['config']['dataset']}.inter"),
+                          progress=False)
+    users_file = out / "users.txt"
+    users_file.write_text("".join(f"{u}\n" for u in range(1, spec["inference"] + 1)))
+    served = serving.load("recommend", path)
+    top = serving.recommend(served, out / "recommend.tsv", str(users_file), topk=10, progress=False)
+    for name in ("score.tsv", "recommend.tsv"):
+        (out / name).unlink(missing_ok=True)
+    Path(path).unlink(missing_ok=True)
+    return {"load_s": load_s, "pairs": pairs.rows, "pairs_s": pairs.seconds, "users": top.rows,
+            "users_s": top.seconds}
 
 
 def ensure_data(data_dir: Path, name: str, items: int, users: int, interactions: int) -> None:
@@ -108,60 +141,156 @@ def ensure_data(data_dir: Path, name: str, items: int, users: int, interactions:
                     "--out", str(folder)], check=True)
 
 
-def run(config: dict, label: dict, nproc: int, threads: int, epochs: int, out: Path) -> None:
-    label = {**label, "threads": threads}
-    spec = json.dumps({"config": config, "label": label, "epochs": epochs, "out": str(out)})
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--measure", spec]
+def _watch(proc: subprocess.Popen, limit_gib: float, peak: list) -> None:
+    """Stop ``proc`` (and its children) when together they pass ``limit_gib`` resident."""
+    import psutil
+
+    try:
+        parent = psutil.Process(proc.pid)
+    except psutil.NoSuchProcess:
+        return
+    while proc.poll() is None:
+        total = 0
+        try:
+            for p in [parent] + parent.children(recursive=True):
+                try:
+                    total += p.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+        except psutil.NoSuchProcess:
+            return
+        peak[0] = max(peak[0], total / 2**30)
+        if total / 2**30 > limit_gib:
+            peak[1] = True
+            for p in parent.children(recursive=True) + [parent]:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            return
+        time.sleep(0.5)
+
+
+def run(spec: dict, nproc: int, limit_gib: float) -> bool:
+    """One configuration in fresh processes; False when it was stopped for memory."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--measure", json.dumps(spec)]
     if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               *cmd[1:]]
-    print(f"== {label} x {nproc} process(es)", flush=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
-    subprocess.run(cmd, check=True, env=env)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *cmd[1:]]
+    print(f"== {spec['label']['name']}: {nproc} process(es), {spec['repo']}", flush=True)
+    env = {**os.environ, "PYTHONPATH": spec["repo"], "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env)
+    peak = [0.0, False]
+    watcher = threading.Thread(target=_watch, args=(proc, limit_gib, peak), daemon=True)
+    watcher.start()
+    code = proc.wait()
+    watcher.join()
+    if peak[1]:
+        with open(spec["out"], "a") as f:
+            f.write(json.dumps({**spec["label"], "world_size": nproc, "stopped_at_gib": limit_gib}) + "\n")
+        print(f"   stopped: together past {limit_gib} GiB resident", flush=True)
+        return False
+    if code != 0:
+        raise SystemExit(f"{spec['label']['name']} failed with exit status {code}")
+    return True
 
 
-def report(rows: list[dict], command: str, out_md: Path) -> None:
+def _gib(values) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+def report(rows: list[dict], command: str, args: argparse.Namespace, out_md: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import torch
 
-    def fmt(row):
-        return (f"| {row['backend']} | {row['item_rows']:,} | {row['world_size']} x {row['threads']} | "
-                f"{row['interactions_per_s']:,.0f} | {min(row['epoch_s']):.1f} | "
-                f"{' / '.join(f'{r:.2f}' for r in row['peak_rss_gib'])} | "
-                f"{' / '.join(f'{r:.2f}' for r in row.get('rss_after_gib', [])) or 'not measured'} |")
+    def find(name, world):
+        return next((r for r in rows if r["name"] == name and r["world_size"] == world), None)
 
     lines = [
-        "# Scale-out: throughput and memory per rank",
+        "# Scale-out: loading, memory per rank, throughput",
         "",
-        f"Command: `{command}` ({date.today()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPU cores, torch {__import__('torch').__version__}, CPU only: gloo + FBGEMM CPU kernels).",
+        f"Command: `{command}` ({date.today()}, {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, torch {torch.__version__}, "
+        "CPU only: gloo + FBGEMM CPU kernels, one thread per process).",
         "",
-        "Synthetic data from `dataset/make_synthetic.py`; MTLRec with sequence + interest tasks, sampled softmax "
-        "over 1000 items, embedding_size 64, 1 Transformer layer, MAX_ITEM_LIST_LENGTH 20, batch 1024 "
-        "(split over the ranks), SGD on the tables. Throughput = training interactions of one epoch / its "
-        "wall time (all ranks together); peak RSS per rank includes loading the data (RecBole reads the whole "
-        ".item file on every rank) and building the tables (each rank first builds the whole table, so that "
-        "its shard starts from the values one process would have); RSS after the epoch is what a rank holds "
-        "while training.",
+        "MTLRec with sequence + interest tasks, sampled softmax over 1000 items, embedding_size 64, one "
+        "Transformer layer, MAX_ITEM_LIST_LENGTH 20, 128 windows a batch (split over the ranks), SGD on the "
+        "tables, one epoch. *build s*: checking the atomic files, RecBole's loading and split, the training "
+        "windows and the tables, before the first step. *peak RSS*: each rank's `ru_maxrss` (*at build*: "
+        "when the first step starts). Training throughput: training targets of the epoch / its wall time "
+        "(all ranks together).",
         "",
-        "| tables | item rows | processes x threads | interactions/s | epoch s | peak RSS per rank (GiB) "
-        "| RSS after the epoch per rank (GiB) |",
-        "|---|---|---|---|---|---|---|",
     ]
-    lines += [fmt(r) for r in rows]
+    big = [(n, w) for n in ("before", "after") for w in (1, 2) if find(n, w)]
+    if big:
+        lines += [f"## {args.big_items:,}-row item table, {args.big_interactions:,} interactions: before and after",
+                  "",
+                  f"*before*: `{args.baseline_repo or '-'}` ({args.baseline_label or 'the baseline checkout'}); "
+                  "*after*: this checkout.",
+                  "",
+                  "| code | processes | build s | peak RSS at build per rank (GiB) | peak RSS per rank (GiB) "
+                  "| epoch s | interactions/s |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, world in big:
+            r = find(name, world)
+            lines.append(f"| {name} | {world} | {r['build_s']:.1f} | {_gib(r['build_peak_rss_gib'])} | "
+                         f"{_gib(r['peak_rss_gib'])} | {r['epoch_s']:.1f} | {r['interactions_per_s']:,.0f} |")
+        for world in (1, 2):
+            b, a = find("before", world), find("after", world)
+            if a and b:
+                lines.append("")
+                lines.append(f"{world} process(es): build time after / before = {a['build_s'] / b['build_s']:.2f}x; "
+                             f"peak RSS per rank after / before = "
+                             f"{max(a['peak_rss_gib']) / max(b['peak_rss_gib']):.2f}x.")
+        lines.append("")
+    scale = sorted({r["size"] for r in rows if r["name"].startswith("scale")})
+    if scale:
+        lines += ["## Scale: S items and S training interactions (S / 50 users)", "",
+                  "| S | processes | build s | peak RSS per rank (GiB) | epoch s | interactions/s |",
+                  "|---|---|---|---|---|---|"]
+        fits = []
+        for size in scale:
+            for world in (1, 2):
+                r = find(f"scale-{size}", world)
+                if r is None:
+                    continue
+                if "stopped_at_gib" in r:
+                    lines.append(f"| {size:,} | {world} | stopped: past {r['stopped_at_gib']} GiB together | | | |")
+                    continue
+                if world == 1:
+                    fits.append(size)
+                lines.append(f"| {size:,} | {world} | {r['build_s']:.1f} | {_gib(r['peak_rss_gib'])} | "
+                             f"{r['epoch_s']:.1f} | {r['interactions_per_s']:,.0f} |")
+        if fits:
+            one, two = find(f"scale-{max(fits)}", 1), find(f"scale-{max(fits)}", 2)
+            if two and "peak_rss_gib" in two:
+                lines += ["", f"Largest size that fits one process: {max(fits):,}; there the peak RSS per rank with "
+                          f"2 processes is {max(two['peak_rss_gib']) / max(one['peak_rss_gib']):.2f}x the "
+                          "1-process peak."]
+        lines.append("")
+    inf = find("after", 1)
+    if inf and "inference" in inf:
+        i = inf["inference"]
+        lines += ["## Inference from the 1-process checkpoint of the big case", "",
+                  f"- `score`: {i['pairs']:,} (user, item) pairs in {i['pairs_s']:.2f} s = "
+                  f"{i['pairs'] / i['pairs_s']:,.0f} interactions/s;",
+                  f"- `recommend`: top 10 of {inf['item_rows']:,} items for {i['users']:,} users in "
+                  f"{i['users_s']:.2f} s = {i['users'] / i['users_s']:,.1f} users/s;",
+                  f"- rebuilding data and model from the checkpoint first: {i['load_s']:.1f} s.", ""]
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(lines) + "\n")
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    names = [f"{r['backend']}\n{r['item_rows'] / 1e6:.0f}M rows\n{r['world_size']}p x {r['threads']}t" for r in rows]
-    axes[0].bar(names, [r["interactions_per_s"] for r in rows], color="tab:blue")
-    axes[0].set_ylabel("training interactions / s")
-    axes[1].bar(names, [max(r["peak_rss_gib"]) for r in rows], color="tab:orange")
+    measured = [r for r in rows if "peak_rss_gib" in r]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    names = [f"{r['name']}\n{r['world_size']}p" for r in measured]
+    axes[0].bar(names, [r["build_s"] for r in measured], color="tab:blue")
+    axes[0].set_ylabel("build s (loading + tables)")
+    axes[1].bar(names, [max(r["peak_rss_gib"]) for r in measured], color="tab:orange")
     axes[1].set_ylabel("peak RSS of the largest rank (GiB)")
     for ax in axes:
-        ax.tick_params(axis="x", labelsize=8)
+        ax.tick_params(axis="x", labelsize=7)
     fig.suptitle("MTLRec on synthetic data, 2-core CPU")
     fig.tight_layout()
     fig.savefig(out_md.with_suffix(".png"), dpi=120)
@@ -169,41 +298,57 @@ def report(rows: list[dict], command: str, out_md: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=10_000_000, help="rows of the big item table")
-    parser.add_argument("--small_items", type=int, default=1_000_000, help="rows of the small item table")
-    parser.add_argument("--users", type=int, default=5_000)
-    parser.add_argument("--interactions", type=int, default=50_000)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--big_items", type=int, default=10_000_000, help="rows of the big item table")
+    parser.add_argument("--big_users", type=int, default=5_000)
+    parser.add_argument("--big_interactions", type=int, default=50_000)
+    parser.add_argument("--baseline_repo", default=None, help="another checkout measured as 'before'")
+    parser.add_argument("--baseline_label", default=None, help="what the baseline checkout is (for the report)")
+    parser.add_argument("--scale", default="", help="comma-separated sizes S (S items, S interactions)")
+    parser.add_argument("--recommend_users", type=int, default=100, help="users recommend answers (big case)")
+    parser.add_argument("--mem_limit_gib", type=float, default=21.0,
+                        help="stop a configuration whose processes together pass this resident memory")
     parser.add_argument("--data_dir", type=Path, default=REPO / "dataset" / "bench")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "sharding.md")
-    parser.add_argument("--only", default=None, help="comma-separated run names (default: all)")
+    parser.add_argument("--only", default=None, help="comma-separated run names (default: all), e.g. after,scale")
+    parser.add_argument("--report_only", action="store_true", help="rewrite the report from the .jsonl")
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # internal: one measured run
     args = parser.parse_args()
     if args.measure:
         return worker(json.loads(args.measure))
-    big, small = f"synth-{args.items}", f"synth-{args.small_items}"
-    ensure_data(args.data_dir, big, args.items, args.users, args.interactions)
-    ensure_data(args.data_dir, small, args.small_items, args.users, args.interactions)
     jsonl = args.out.with_suffix(".jsonl")
-    # name: (dataset, backend, processes, threads per process)
-    runs = {
-        "fused-small": (small, "fused", 1, 1), "nn-small": (small, "nn", 1, 1),
-        "fused-big": (big, "fused", 1, 1), "nn-big": (big, "nn", 1, 1),
-        "fused-big-2threads": (big, "fused", 1, 2), "fused-big-2proc": (big, "fused", 2, 1),
-    }
-    wanted = args.only.split(",") if args.only else list(runs)
-    if jsonl.exists():  # keep earlier rows of the runs not repeated now
-        kept = [line for line in jsonl.read_text().splitlines()
-                if line.strip() and args.only and json.loads(line)["name"] not in wanted]
-        jsonl.write_text("".join(line + "\n" for line in kept))
-    for name in wanted:
-        dataset, backend, nproc, threads = runs[name]
-        config = model_config(args.data_dir, dataset, backend, sharded=nproc > 1)
-        run(config, {"name": name, "backend": backend}, nproc, threads, args.epochs, jsonl)
+    command = "python benchmarks/sharding.py" + "".join(" " + a for a in sys.argv[1:])
+    if not args.report_only:
+        big = f"synth-{args.big_items}"
+        ensure_data(args.data_dir, big, args.big_items, args.big_users, args.big_interactions)
+        sizes = [int(s) for s in args.scale.split(",") if s.strip()]
+        for size in sizes:
+            ensure_data(args.data_dir, f"synth-scale-{size}", size, max(size // 50, 1), size)
+        wanted = set(args.only.split(",")) if args.only else {"before", "after", "scale"}
+        # name, repo, dataset, processes, extra
+        plan = []
+        if args.baseline_repo and "before" in wanted:
+            plan += [("before", str(Path(args.baseline_repo).resolve()), big, w, {}) for w in (1, 2)]
+        if "after" in wanted:
+            plan += [("after", str(REPO), big, 1, {"inference": args.recommend_users}), ("after", str(REPO), big, 2, {})]
+        if "scale" in wanted:
+            plan += [(f"scale-{s}", str(REPO), f"synth-scale-{s}", w, {"size": s}) for s in sizes for w in (1, 2)]
+        done = {(json.loads(line)["name"], json.loads(line)["world_size"])
+                for line in (jsonl.read_text().splitlines() if jsonl.exists() else []) if line.strip()}
+        redo = {(name, world) for name, _, _, world, _ in plan}
+        kept = [line for line in (jsonl.read_text().splitlines() if jsonl.exists() else [])
+                if line.strip() and (json.loads(line)["name"], json.loads(line)["world_size"]) not in redo]
+        staged = jsonl.with_suffix(".jsonl.partial")
+        staged.write_text("".join(line + "\n" for line in kept))
+        del done
+        for name, repo, dataset, world, extra in plan:
+            checkpoint_dir = REPO / "saved" / "bench" / f"{name}-{world}"
+            spec = {"config": model_config(args.data_dir, dataset, world > 1, checkpoint_dir),
+                    "label": {"name": name, "size": extra.get("size")}, "repo": repo, "out": str(staged),
+                    "inference": extra.get("inference")}
+            run(spec, world, args.mem_limit_gib)
+        os.replace(staged, jsonl)  # the results file is replaced whole, once every run is done
     rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-    order = {n: i for i, n in enumerate(runs)}
-    rows.sort(key=lambda r: order.get(r["name"], 99))
-    report(rows, "python benchmarks/sharding.py" + "".join(" " + a for a in sys.argv[1:]), args.out)
+    report(rows, command, args, args.out)
     print(args.out.read_text())
 
 

@@ -1,6 +1,6 @@
 """Lean sequences: the flat time-ordered interactions instead of RecBole's per-prefix list copies.
 
-The same dataset built lean and with RecBole's own augmentation must give the same evaluation rows, the same training targets, the same
+The same dataset built lean and with RecBole's own augmentation (and remapping) must give the same evaluation rows, the same training targets, the same
 training windows and the same interaction matrix.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from recbole.data.dataset import SequentialDataset
 
 from recbole_mtl.config import Config
 from recbole_mtl.data.dataset import FLAT_POSITION, MultiTaskDataset
@@ -25,6 +26,8 @@ def _build(data_root, lean):
     config = Config(model="MTLRec", dataset="ml-slice", cmd_args=[], config_dict=base_config(data_root, **TINY))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(MultiTaskDataset, "lean_sequences", lean)
+        if not lean:  # the reference: RecBole's own augmentation and remapping
+            patch.setattr(MultiTaskDataset, "_remap", SequentialDataset._remap)
         dataset, train, valid, test, _ = build_data_and_model(config)
     return dataset, train.dataset, valid.dataset, test.dataset
 
@@ -98,3 +101,15 @@ def test_interaction_matrix_is_recboles(both):
     a, b = lean_train.inter_matrix(form="csr"), train.inter_matrix(form="csr")
     assert a.shape == b.shape and a.nnz == b.nnz > len(train)  # targets plus each user's first item
     assert (a != b).nnz == 0
+
+
+def test_token_maps_are_recboles_and_built_on_first_use(both):
+    (lean_all, _, _, _), (reference, _, _, _) = both
+    for field in ("user_id", "item_id", "class"):
+        lazy, eager = lean_all.field2token_id[field], reference.field2token_id[field]
+        assert type(eager) is dict and lazy._tokens is not None  # not built yet
+        assert np.array_equal(lean_all.field2id_token[field], reference.field2id_token[field])
+        assert lazy == eager and len(lazy) == len(eager) and lazy._tokens is None
+        token = lean_all.field2id_token[field][5]
+        assert lazy[token] == eager[token] == 5 and token in lazy and "no such token" not in lazy
+    assert lean_all.token2id("item_id", ["1", "2"]).tolist() == reference.token2id("item_id", ["1", "2"]).tolist()

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
@@ -36,6 +37,63 @@ from recbole.utils import FeatureSource, FeatureType
 
 from recbole_mtl.data.labels import label_sources
 from recbole_mtl.errors import ConfigError
+
+
+class TokenIds(dict):
+    """RecBole's ``field2token_id[field]`` (token -> internal id), built on first use.
+
+    RecBole builds this dict for every id field while loading, one Python entry per token (10M
+    items: ~5 s and ~1 GB), though training never looks a token up; here it is filled from
+    ``field2id_token[field]`` (``tokens``) the first time anything reads it, with the same content.
+    """
+
+    def __init__(self, tokens: np.ndarray):
+        super().__init__()
+        self._tokens: Optional[np.ndarray] = tokens
+
+    def _fill(self) -> "TokenIds":
+        if self._tokens is not None:
+            tokens, self._tokens = self._tokens, None
+            dict.update(self, ((t, i) for i, t in enumerate(tokens)))
+        return self
+
+    def __getitem__(self, key):
+        return dict.__getitem__(self._fill(), key)
+
+    def __contains__(self, key):
+        return dict.__contains__(self._fill(), key)
+
+    def __iter__(self):
+        return dict.__iter__(self._fill())
+
+    def __len__(self):
+        return dict.__len__(self._fill())
+
+    def __eq__(self, other):
+        return dict.__eq__(self._fill(), other)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return dict.__repr__(self._fill())
+
+    def get(self, key, default=None):
+        return dict.get(self._fill(), key, default)
+
+    def keys(self):
+        return dict.keys(self._fill())
+
+    def values(self):
+        return dict.values(self._fill())
+
+    def items(self):
+        return dict.items(self._fill())
+
+    def copy(self):
+        return dict(self._fill())
+
+    def __reduce__(self):
+        return dict, (dict(self._fill()),)
 
 
 #: Column of a lean dataset's rows: the index of the row's target in :attr:`MultiTaskDataset.flat`.
@@ -84,6 +142,26 @@ class MultiTaskDataset(SequentialDataset):
         if self.flat is not None and self.iid_field + self.config["LIST_SUFFIX"] not in rows:
             rows.update(self.history_lists(rows))
         return self.join(rows) if join else rows
+
+    def _remap(self, remap_list):
+        """RecBole's ``Dataset._remap`` (same ids, same ``field2id_token``), with a :class:`TokenIds`
+        map instead of the eagerly built token -> id dict."""
+        if len(remap_list) == 0:
+            return
+        tokens, split_point = self._concat_remaped_tokens(remap_list)
+        new_ids_list, mp = pd.factorize(tokens)
+        new_ids_list = np.split(new_ids_list + 1, split_point)
+        mp = np.array(["[PAD]"] + list(mp))
+        token_id = TokenIds(mp)
+        for (feat, field, ftype), new_ids in zip(remap_list, new_ids_list):
+            if field not in self.field2id_token:
+                self.field2id_token[field] = mp
+                self.field2token_id[field] = token_id
+            if ftype == FeatureType.TOKEN:
+                feat[field] = new_ids
+            elif ftype == FeatureType.TOKEN_SEQ:
+                split_point = np.cumsum(feat[field].agg(len))[:-1]
+                feat[field] = np.split(new_ids, split_point)
 
     # -- lean sequences ------------------------------------------------------------------------
     def data_augmentation(self):
