@@ -16,6 +16,7 @@ from logging import getLogger
 from typing import Any
 
 import numpy as np
+import torch
 
 from recbole_mtl import checkpoint
 
@@ -335,6 +336,23 @@ class _PandasWithCParser(types.ModuleType):
         return self._pandas.read_csv(*args, **kwargs)
 
 
+# Speed: RecBole's Interaction turns an array index into a Python list before indexing each
+# column (leave-one-out on 10M interactions: about a minute); index with one tensor instead.
+def _interaction_getitem(self, index):
+    """``Interaction.__getitem__``: the same rows, from an array index without a Python list."""
+    if isinstance(index, str):
+        return self.interaction[index]
+    if isinstance(index, list) and index and isinstance(index[0], (int, np.integer, bool, np.bool_)):
+        index = np.asarray(index)
+    if isinstance(index, (np.ndarray, torch.Tensor)) and (not isinstance(index, np.ndarray) or index.dtype != object):
+        index = torch.as_tensor(index)
+        if index.dtype != torch.bool:
+            index = index.long()
+    from recbole.data.interaction import Interaction
+
+    return Interaction({k: v[index] for k, v in self.interaction.items()})
+
+
 def _patch_atomic_file_reader() -> None:
     from recbole.data.dataset import dataset as rb_dataset
 
@@ -366,6 +384,9 @@ def apply() -> None:
     _patch_get_flops()
     _patch_ensure_dir()
     _patch_atomic_file_reader()
+    from recbole.data.interaction import Interaction
+
+    Interaction.__getitem__ = _interaction_getitem
     _import_torchrec_keeping_root_logger()
     _APPLIED = True
     getLogger(__name__).debug("recbole_mtl compatibility patches applied")

@@ -56,3 +56,29 @@ def test_awkward_values_read_the_same(tmp_path):
     pd.testing.assert_frame_equal(python, c)
     assert c["score:float"].tolist()[0] == float("0.1234567890123456789")  # Python's rounding
     assert c["note:token"].tolist()[2] == "007"  # tokens stay strings
+
+
+def test_interaction_rows_by_array_index_are_the_rows_by_list():
+    import numpy as np
+    import torch
+    from recbole.data.interaction import Interaction
+
+    inter = Interaction({"a": torch.arange(10), "b": torch.arange(20.0).view(10, 2)})
+    for index in (np.array([3, 1, 1, -1]), torch.tensor([0, 9]), np.arange(10) % 3 == 0,
+                  torch.arange(10) > 6, np.array([], dtype=np.int64), np.array([2, 5], dtype=np.int32)):
+        rows = inter[index]
+        as_list = np.asarray(index).tolist()
+        for key in ("a", "b"):
+            expected = inter.interaction[key][as_list] if len(as_list) else inter.interaction[key][:0]
+            assert torch.equal(rows[key], expected), (key, index)
+
+
+def test_interaction_rows_by_python_list_are_recboles():
+    import torch
+    from recbole.data.interaction import Interaction
+
+    inter = Interaction({"a": torch.arange(6), "b": torch.arange(12.0).view(6, 2)})
+    for index in ([4, 0, 4], [True, False, True, False, False, True], [-1]):
+        rows = inter[index]
+        for key in ("a", "b"):
+            assert torch.equal(rows[key], inter.interaction[key][index])

@@ -113,3 +113,12 @@ def test_token_maps_are_recboles_and_built_on_first_use(both):
         token = lean_all.field2id_token[field][5]
         assert lazy[token] == eager[token] == 5 and token in lazy and "no such token" not in lazy
     assert lean_all.token2id("item_id", ["1", "2"]).tolist() == reference.token2id("item_id", ["1", "2"]).tolist()
+
+
+def test_grouped_index_is_recboles(both):
+    (lean_all, _, _, _), _ = both
+    rng = np.random.default_rng(0)
+    for keys in (rng.integers(0, 50, 1000), np.array([3, 3, 1, 2, 1, 3]), np.array([7])):
+        ours = [list(map(int, g)) for g in lean_all._grouped_index(keys)]
+        recbole = [list(g) for g in SequentialDataset._grouped_index(lean_all, keys)]
+        assert ours == recbole

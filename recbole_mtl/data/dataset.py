@@ -163,6 +163,17 @@ class MultiTaskDataset(SequentialDataset):
                 split_point = np.cumsum(feat[field].agg(len))[:-1]
                 feat[field] = np.split(new_ids, split_point)
 
+    def _grouped_index(self, group_by_list):
+        """RecBole's grouping of row indexes by key (groups in order of first appearance, rows
+        ascending within a group), as arrays, without a Python loop over every row."""
+        keys = np.asarray(group_by_list)
+        if len(keys) == 0:
+            return []
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        groups = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
+        return [groups[g] for g in np.argsort(first, kind="stable")]
+
     # -- lean sequences ------------------------------------------------------------------------
     def data_augmentation(self):
         """RecBole's rows (one per interaction that has a history), without the list fields."""
