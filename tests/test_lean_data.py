@@ -22,12 +22,14 @@ TINY = {"MAX_ITEM_LIST_LENGTH": L, "embedding_size": 8, "n_layers": 1, "n_heads"
         "shared_hidden": [8], "tower_hidden": [8], "load_col": None, "category_field": "class"}
 
 
-def _build(data_root, lean):
-    config = Config(model="MTLRec", dataset="ml-slice", cmd_args=[], config_dict=base_config(data_root, **TINY))
+def _build(data_root, lean, **overrides):
+    config = Config(model="MTLRec", dataset="ml-slice", cmd_args=[],
+                    config_dict=base_config(data_root, **{**TINY, **overrides}))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(MultiTaskDataset, "lean_sequences", lean)
-        if not lean:  # the reference: RecBole's own augmentation and remapping
-            patch.setattr(MultiTaskDataset, "_remap", SequentialDataset._remap)
+        if not lean:  # the reference: RecBole's own augmentation, remapping, filtering and grouping
+            for name in ("_remap", "_filter_by_inter_num", "_grouped_index"):
+                patch.setattr(MultiTaskDataset, name, getattr(SequentialDataset, name))
         dataset, train, valid, test, _ = build_data_and_model(config)
     return dataset, train.dataset, valid.dataset, test.dataset
 
@@ -122,3 +124,14 @@ def test_grouped_index_is_recboles(both):
         ours = [list(map(int, g)) for g in lean_all._grouped_index(keys)]
         recbole = [list(g) for g in SequentialDataset._grouped_index(lean_all, keys)]
         assert ours == recbole
+
+
+@pytest.mark.parametrize("interval", ["[0,inf)", "[25,inf)", "[0,40)"])
+def test_interaction_count_filters_are_recboles(data_root, interval):
+    settings = {"user_inter_num_interval": interval, "item_inter_num_interval": "[2,inf)" if interval != "[0,inf)"
+                else "[0,inf)"}
+    lean, reference = _build(data_root, True, **settings)[0], _build(data_root, False, **settings)[0]
+    assert lean.inter_num == reference.inter_num and lean.user_num == reference.user_num
+    if interval != "[0,inf)":  # the filter removed something, so the comparison says something
+        assert lean.inter_num < _build(data_root, True)[0].inter_num
+    assert np.array_equal(lean.field2id_token["item_id"], reference.field2id_token["item_id"])

@@ -163,6 +163,15 @@ class MultiTaskDataset(SequentialDataset):
                 split_point = np.cumsum(feat[field].agg(len))[:-1]
                 feat[field] = np.split(new_ids, split_point)
 
+    def _filter_by_inter_num(self):
+        """RecBole's k-core filter, skipped when its intervals admit every count (the default
+        ``[0,inf)``: nothing can be removed, and RecBole would still count every id)."""
+        intervals = [self._parse_intervals_str(self.config[key])
+                     for key in ("user_inter_num_interval", "item_inter_num_interval")]
+        if all(i is None or (len(i) == 1 and i[0][1] <= 0 and i[0][2] == float("inf")) for i in intervals):
+            return
+        super()._filter_by_inter_num()
+
     def _grouped_index(self, group_by_list):
         """RecBole's grouping of row indexes by key (groups in order of first appearance, rows
         ascending within a group), as arrays, without a Python loop over every row."""
