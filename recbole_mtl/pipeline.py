@@ -24,7 +24,7 @@ from recbole.data.transform import construct_transform
 from recbole.data.utils import get_dataloader
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
-from recbole_mtl import checkpoint, distributed
+from recbole_mtl import checkpoint, distributed, errors
 from recbole_mtl.config import Config
 from recbole_mtl.data.validate import build_dataset, check_run_folders, validate_dataset
 from recbole_mtl.derive import recbole_data_error
@@ -53,7 +53,7 @@ def build_data_and_model(config: Config) -> tuple:
     each rank gets its part of every training epoch and the whole of every evaluation.
     """
     if config["validate_data"] is not False:
-        validate_dataset(config)
+        _validate_once(config)
     init_seed(config["seed"], config["reproducibility"])
     try:
         dataset = build_dataset(config, safe_create_dataset)
@@ -75,6 +75,23 @@ def build_data_and_model(config: Config) -> tuple:
     if distributed.context().is_distributed:
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     return dataset, train_data, valid_data, test_data, model
+
+
+def _validate_once(config: Config) -> None:
+    """Check the atomic files; in a multi-process run rank 0 checks them and every rank raises
+    its error (the files are the same for all, and one check costs one rank's time and memory)."""
+    if not distributed.context().is_distributed:
+        validate_dataset(config)
+        return
+    error = None
+    if distributed.rank() == 0:
+        try:
+            validate_dataset(config)
+        except RecboleMTLError as e:
+            error = e
+    error = distributed.broadcast_object(None if error is None else (type(error).__name__, str(error)))
+    if error is not None:
+        raise getattr(errors, error[0], RecboleMTLError)(error[1])
 
 
 def _distributed_data(config: Config, dataset):

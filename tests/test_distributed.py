@@ -229,3 +229,17 @@ def _wait_for_rank(launcher_pid: int, rank: int, timeout: float) -> psutil.Proce
                 continue
         time.sleep(0.5)
     raise AssertionError(f"no rank-{rank} worker appeared within {timeout}s")
+
+
+def test_a_malformed_file_stops_every_rank_with_the_check_of_rank_0(tmp_path):
+    inter = write_slice(tmp_path, "ml-dist", max_user=22) / "ml-dist.inter"
+    lines = inter.read_text().splitlines()
+    lines[5] = lines[5].split("\t")[0] + "\tfour"  # too few columns on line 6
+    inter.write_text("\n".join(lines) + "\n")
+    cmd = [sys.executable, str(REPO / "run_recbole_mtl.py"), "--model=MTLRec", "--dataset=ml-dist", "--nproc=2",
+           "--port=0", f"--data_path={tmp_path}", "--epochs=1", "--show_progress=False"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    message = f"{inter}, line 6"
+    assert proc.stderr.count(message) >= 2, proc.stderr[-3000:]  # rank 0's finding, raised by both ranks
