@@ -14,6 +14,7 @@ as in ``csv``), so a file the validator accepts is one RecBole reads as intended
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
@@ -23,6 +24,9 @@ from dataclasses import dataclass, field
 from logging import getLogger
 from pathlib import Path
 from typing import Optional
+
+import numpy as np
+import pandas as pd
 
 from recbole_mtl.data.build import build_dataset, empty_dataset_error  # noqa: F401  (re-exported)
 from recbole_mtl.data.labels import label_sources
@@ -42,6 +46,7 @@ class FileReport:
     header: dict  # field -> type, in file order
     rows: int = 0
     ids: dict = field(default_factory=dict)  # id field -> set of values
+    fast: bool = False  # accepted by the fast path (:func:`_fast_check`)
 
 
 @dataclass
@@ -292,9 +297,155 @@ def _check_rows(path: Path, text, rules: FileRules, sep: str, seq_sep: str) -> F
     return report
 
 
+# -- the fast path: whole chunks at a time; it may only accept a file -------------------------------
+#: Take the fast path (:func:`_fast_check`) before the line-by-line check; ``check_file(fast=...)``
+#: overrides it per call.
+FAST_PATH = True
+#: Bytes of the file the fast path reads at a time (cut at a line end).
+FAST_CHUNK_BYTES = 32 << 20
+_BOM = "\ufeff".encode("utf-8")
+
+
+class _Unsure(Exception):
+    """The fast path saw something it does not decide; the line-by-line check does."""
+
+
+def _is_utf8(encoding: str) -> bool:
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
+
+
+def _chunks(raw, size: int):
+    """The rest of ``raw`` in pieces of about ``size`` bytes, each ending at a line end (the last
+    one may lack it)."""
+    carry = b""
+    while True:
+        block = raw.read(size)
+        if not block:
+            if carry:
+                yield carry
+            return
+        data = carry + block if carry else block
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data
+            continue
+        carry = data[cut + 1:]
+        yield data[:cut + 1] if carry else data
+
+
+def _line_ends(chunk: bytes, sep_byte: int, width: int) -> int:
+    """The number of lines of ``chunk``; raises :class:`_Unsure` unless every line has exactly
+    ``width`` fields, is not blank and is shorter than ``csv``'s field size limit."""
+    arr = np.frombuffer(chunk, dtype=np.uint8)
+    ends = np.flatnonzero(arr == 10)
+    if chunk[-1:] != b"\n":
+        ends = np.append(ends, len(chunk))
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    lengths = ends - starts
+    if lengths.min() == 0 or lengths.max() > csv.field_size_limit():
+        raise _Unsure("a blank or overlong line")
+    seps = np.flatnonzero(arr == sep_byte)
+    if width == 1:
+        if len(seps):
+            raise _Unsure("a separator in a one-column file")
+    else:
+        per_line = np.bincount(np.searchsorted(ends, seps), minlength=len(ends))
+        if len(per_line) != len(ends) or (per_line != width - 1).any():
+            raise _Unsure("a row with another column count")
+    return len(ends)
+
+
+def _fast_check(path: Path, rules: FileRules, sep: str, seq_sep: str, encoding: str) -> FileReport:
+    """What :func:`_check_rows` reports for ``path``, from vectorised checks over chunks of the file
+    read by pandas' C parser; raises :class:`_Unsure` (or anything else) where it cannot be sure the
+    file passes, and the caller then runs :func:`_check_rows`, the one authority for messages."""
+    if not _is_utf8(encoding) or not isinstance(sep, str) or len(sep) != 1 or ord(sep) > 127 \
+            or sep in '"\r\n\x00':
+        raise _Unsure("an encoding or separator only the line-by-line check handles")
+    with open(path, "rb") as raw:
+        head = raw.readline()
+        if any(b in head for b in (b'"', b"\x00", b"\r")):
+            raise _Unsure("a quote, NUL or carriage return in the header")
+        text = head.decode("utf-8")
+        header = parse_header(path, text[:-1] if text.endswith("\n") else text, sep)
+        if any(name not in header for name in rules.required_fields):
+            raise _Unsure("a required field is missing")
+        names = list(header)
+        loaded = [rules.load_col is None or n in rules.load_col for n in names]
+        if any(loaded[i] and header[n] == "float_seq" for i, n in enumerate(names)):
+            raise _Unsure("a float_seq column")
+        report = FileReport(path=path, header=header, ids={n: set() for n in rules.collect_ids if n in header})
+        floats = [(i, n in rules.required_values) for i, n in enumerate(names) if loaded[i] and header[n] == "float"]
+        tokens = [i for i, n in enumerate(names) if loaded[i] and n in rules.nonempty_tokens]
+        ids = [(i, report.ids[n]) for i, n in enumerate(names) if loaded[i] and n in report.ids]
+        unique = names.index(rules.unique_ids) if rules.unique_ids in header else None
+        unique_set = next((seen for i, seen in ids if i == unique), None)
+        hashes = []  # per chunk, the hashes of the unique column (when its values are not collected)
+        columns = sorted({i for i, _ in floats} | set(tokens) | {i for i, _ in ids}
+                         | ({unique} if unique is not None else set()))
+        width, sep_byte, rows = len(names), ord(sep), 0
+        for chunk in _chunks(raw, FAST_CHUNK_BYTES):
+            if b'"' in chunk or b"\x00" in chunk or b"\r" in chunk:
+                raise _Unsure("a quote, NUL or carriage return")
+            if not chunk.isascii():
+                if _BOM in chunk:  # pandas drops one at the start of its input
+                    raise _Unsure("a byte-order mark")
+                chunk.decode("utf-8")  # a decode error: the line-by-line check names the line
+            lines = _line_ends(chunk, sep_byte, width)
+            rows += lines
+            if not columns:
+                continue
+            frame = pd.read_csv(io.BytesIO(chunk), sep=sep, header=None, usecols=columns, dtype=str,
+                                keep_default_na=False, na_filter=False, index_col=False, engine="c",
+                                encoding="utf-8", skip_blank_lines=False)
+            if len(frame) != lines or list(frame.columns) != columns:
+                raise _Unsure("pandas split the chunk otherwise")
+            values = {i: frame[i].to_numpy(dtype=object) for i in columns}
+            del frame
+            for i, required in floats:
+                column = values[i]
+                empty = column == ""
+                if empty.any():
+                    if required:
+                        raise _Unsure("an empty required number")
+                    column = column[~empty]
+                if not np.isfinite(column.astype(np.float64)).all():  # float() on each, as _check_rows
+                    raise _Unsure("a number that is not finite")
+            for i in tokens:
+                if (values[i] == "").any() or any(map(str.isspace, values[i])):
+                    raise _Unsure("an empty id")
+            for i, seen in ids:
+                seen.update(values[i])
+            if unique is not None and unique_set is None:
+                hashes.append(np.fromiter(map(hash, values[unique]), dtype=np.int64, count=lines))
+            del values
+    if unique_set is not None and len(unique_set) != rows:
+        raise _Unsure("an id on two rows")
+    if hashes:
+        every = np.concatenate(hashes)
+        del hashes
+        every.sort()
+        if (every[1:] == every[:-1]).any():
+            raise _Unsure("an id (or its hash) on two rows")
+    report.rows = rows
+    return report
+
+
 def check_file(path: Path, rules: FileRules, sep: str = "\t", seq_sep: str = " ",
-               encoding: str = "utf-8") -> FileReport:
-    """Stream one atomic file once and check it against ``rules``.
+               encoding: str = "utf-8", fast: Optional[bool] = None) -> FileReport:
+    """Check one atomic file against ``rules``.
+
+    The fast path (:func:`_fast_check`) tries first and may only accept the file; anything it is not
+    sure of (a candidate problem, quotes, CRLF, a ``float_seq`` column, another encoding) sends the
+    whole file through the line-by-line :func:`_check_rows`, which alone words the errors.
+
+    Args:
+        fast: try the fast path first (``None``: :data:`FAST_PATH`); ``False`` checks line by line.
 
     Raises:
         DataValidationError: the first problem found, with file, line and field.
@@ -310,11 +461,19 @@ def check_file(path: Path, rules: FileRules, sep: str = "\t", seq_sep: str = " "
         head = raw.read(65536)
     if b"\x00" in head:  # compressed or binary: say so rather than "not utf-8"
         raise _not_text(path, head[:head.index(b"\x00")].count(b"\n") + 1)
-    with _open_text(path, encoding) as text:
+    report = None
+    if FAST_PATH if fast is None else fast:
         try:
-            report = _check_rows(path, text, rules, sep, seq_sep)
-        except UnicodeDecodeError:
-            raise _decode_error(path, encoding) from None
+            report = _fast_check(path, rules, sep, seq_sep, encoding)
+            report.fast = True
+        except Exception:  # not sure: the line-by-line check decides
+            report = None
+    if report is None:
+        with _open_text(path, encoding) as text:
+            try:
+                report = _check_rows(path, text, rules, sep, seq_sep)
+            except UnicodeDecodeError:
+                raise _decode_error(path, encoding) from None
     if rules.need_rows and report.rows == 0:
         raise DataValidationError(
             f"{path}: the file has a header but no rows. Add one interaction per line."
