@@ -393,7 +393,7 @@ def _atomic_file(draw):
     rows = [[f"{prefix}{i}"] + [draw(st.sampled_from(good[types[c]])) for c in range(1, width)]
             for i in range(draw(st.integers(0, 10)))]
     for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2, 3]))):
-        kind = draw(st.sampled_from(["cell", "cell", "extra", "missing", "blank", "spaces", "duplicate"]))
+        kind = draw(st.sampled_from(["cell", "cell", "extra", "missing", "blank", "spaces", "duplicate", "bom"]))
         at = draw(st.integers(0, len(rows)))
         if kind == "cell" and rows and rows[min(at, len(rows) - 1)]:
             row = rows[min(at, len(rows) - 1)]
@@ -404,6 +404,8 @@ def _atomic_file(draw):
             rows[min(at, len(rows) - 1)].pop()
         elif kind == "duplicate" and rows:
             rows.insert(at, list(rows[draw(st.integers(0, len(rows) - 1))]))
+        elif kind == "bom" and rows and rows[min(at, len(rows) - 1)]:
+            rows[min(at, len(rows) - 1)][0] = "\ufeff" + rows[min(at, len(rows) - 1)][0]
         elif kind in ("blank", "spaces"):
             rows.insert(at, [] if kind == "blank" else [" "])
     ending = draw(st.sampled_from(["\n"] * 8 + ["\r\n", "\r"]))
