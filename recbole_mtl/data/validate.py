@@ -11,7 +11,7 @@ that no interaction uses) come back as warnings.
 Rows are split exactly as RecBole's reader splits them (``field_separator``, double-quoted fields
 as in ``csv``), so a file the validator accepts is one RecBole reads as intended.
 
-Each file first goes through a fast path (:func:`_fast_check`): chunks of about 32 MB, the row
+Each file first goes through a fast path (:func:`_fast_check`): chunks of about 8 MB, the row
 shapes counted with numpy on the raw bytes, the needed columns (loaded fields that have a rule, the
 ids) read by pandas' C parser and checked column-wise. It may only accept a file. On anything it is
 not sure of (a candidate problem, a double quote, a NUL byte, a carriage return, bytes that are not
@@ -311,7 +311,7 @@ def _check_rows(path: Path, text, rules: FileRules, sep: str, seq_sep: str) -> F
 #: overrides it per call.
 FAST_PATH = True
 #: Bytes of the file the fast path reads at a time (cut at a line end).
-FAST_CHUNK_BYTES = 32 << 20
+FAST_CHUNK_BYTES = 8 << 20
 _BOM = "\ufeff".encode("utf-8")
 
 
