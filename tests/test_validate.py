@@ -371,6 +371,7 @@ _SHAPES = [
     ("item_id:token\tprice:float\ttitle:token_seq", FileRules(unique_ids="item_id", load_col={"price"})),
     ("item_id:token\temb:float_seq", FileRules(collect_ids={"item_id"}, unique_ids="item_id")),
     ("user_id:token", FileRules(nonempty_tokens={"user_id"}, collect_ids={"user_id"}, unique_ids="user_id")),
+    ("item_id:token\ttitle:token_seq\tyear:token", FileRules()),  # no column to read: row shapes only
 ]
 _CELLS = st.one_of(
     st.sampled_from(["1", "2", "3", "10", "11", "4", "4.5", "-3", "1e3", "0.1 0.2", "", " ", "  ", " 4.5", "4.5 ",
@@ -393,7 +394,8 @@ def _atomic_file(draw):
     rows = [[f"{prefix}{i}"] + [draw(st.sampled_from(good[types[c]])) for c in range(1, width)]
             for i in range(draw(st.integers(0, 10)))]
     for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2, 3]))):
-        kind = draw(st.sampled_from(["cell", "cell", "extra", "missing", "blank", "spaces", "duplicate", "bom"]))
+        kind = draw(st.sampled_from(["cell", "cell", "extra", "missing", "shift", "blank", "spaces", "duplicate",
+                                     "bom"]))
         at = draw(st.integers(0, len(rows)))
         if kind == "cell" and rows and rows[min(at, len(rows) - 1)]:
             row = rows[min(at, len(rows) - 1)]
@@ -402,6 +404,8 @@ def _atomic_file(draw):
             rows[min(at, len(rows) - 1)].append(draw(_CELLS))
         elif kind == "missing" and rows and rows[min(at, len(rows) - 1)]:
             rows[min(at, len(rows) - 1)].pop()
+        elif kind == "shift" and len(rows) > 1 and rows[0]:  # one row a column short, a later one long
+            rows[-1].append(rows[0].pop())
         elif kind == "duplicate" and rows:
             rows.insert(at, list(rows[draw(st.integers(0, len(rows) - 1))]))
         elif kind == "bom" and rows and rows[min(at, len(rows) - 1)]:
@@ -494,3 +498,13 @@ def test_a_defect_past_the_first_chunk_gets_the_line_by_line_message(defect, exp
     finally:
         _validate.FAST_PATH = True
     assert str(slow.value) == str(info.value)
+
+
+@pytest.mark.parametrize("rules", [FileRules(), FileRules(collect_ids={"item_id"}, unique_ids="item_id")],
+                         ids=["no column read", "ids read"])
+def test_a_short_row_and_a_long_row_are_not_taken_for_two_good_ones(rules, tmp_path):
+    """The separators add up to a good file's count, but one row is a column short and a later one long."""
+    path = tmp_path / "bad.item"
+    path.write_text("item_id:token\ttitle:token_seq\tyear:token\n1\ta\t2\n2\tb\n3\tc\t4\t5\n4\td\t6\n")
+    with pytest.raises(DataValidationError, match=r"bad.item, line 3: the row has 2 column\(s\), the header has 3"):
+        check_file(path, rules)

@@ -362,9 +362,13 @@ def _line_ends(chunk: bytes, sep_byte: int, width: int) -> int:
     if width == 1:
         if len(seps):
             raise _Unsure("a separator in a one-column file")
+    elif len(seps) != len(ends) * (width - 1):
+        raise _Unsure("a row with another column count")
     else:
-        per_line = np.bincount(np.searchsorted(ends, seps), minlength=len(ends))
-        if len(per_line) != len(ends) or (per_line != width - 1).any():
+        # the separators in order, width - 1 per line: each line's group lies inside it exactly when
+        # every line has width - 1 of them (the total is right)
+        groups = seps.reshape(len(ends), width - 1)
+        if (groups[:, 0] < starts).any() or (groups[:, -1] > ends).any():
             raise _Unsure("a row with another column count")
     return len(ends)
 
