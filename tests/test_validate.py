@@ -377,10 +377,20 @@ _CELLS = st.one_of(
     st.sampled_from(["1", "2", "3", "10", "11", "4", "4.5", "-3", "1e3", "0.1 0.2", "", " ", "  ", " 4.5", "4.5 ",
                      "1_0", "_1", "nan", "NaN", "inf", "-inf", "1e400", "four", "0x10", "1.", ".5", "+2", "\u0661\u0662",
                      '"', '"4"', 'a"b', "\u00e9", "\u00a0", "\u3000", "\u2028", "\x0b", "\x1c", "\x1a", "\x85",
-                     "\ufeff1", "#", "\\", "'"]),
+                     "\ufeff1", "#", "\\", "'", "007", "00", "0", "-0", "0.0", "1e5", "12345678901234567890123",
+                     "1.7976931348623159e308", "-", "+", ".", "e5", "1e", "--1", "1-", "1.2.3", "\uff11"]),
     st.integers(0, 40).map(str),
     st.text(alphabet=st.characters(blacklist_characters="\t\n\r\x00", blacklist_categories=("Cs",)), max_size=4),
 )
+
+
+# ids that look like integers but are not written as str(int) writes them, and numbers that only
+# float() itself can judge
+_ODD_IDS = st.sampled_from(["007", "00", "0", "-0", "+1", "-3", "+31", "-031", "1e5", "1.0", "12345678901234567890123",
+                            "123456789012345678", "\uff11", " 1", "1 ", "\u0661"])
+_ODD_NUMBERS = st.sampled_from(["1e400", "-1e400", "1.7976931348623159e308", "1.7976931348623157e308", "4e-400",
+                                "-", "+", ".", "e5", "1e", "--1", "1-", "1.2.3", "+.5", "5.", "-.e1", "1e+", "",
+                                "0x1", "1_0", " 4.5", "4.5 ", "\uff11", "\u0661", "nan", "-inf", "Infinity", "1E5"])
 
 
 @st.composite
@@ -394,12 +404,17 @@ def _atomic_file(draw):
     rows = [[f"{prefix}{i}"] + [draw(st.sampled_from(good[types[c]])) for c in range(1, width)]
             for i in range(draw(st.integers(0, 10)))]
     for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2, 3]))):
-        kind = draw(st.sampled_from(["cell", "cell", "extra", "missing", "shift", "blank", "spaces", "duplicate",
-                                     "bom"]))
+        kind = draw(st.sampled_from(["cell", "cell", "id", "number", "extra", "missing", "shift", "blank", "spaces",
+                                     "duplicate", "bom"]))
         at = draw(st.integers(0, len(rows)))
         if kind == "cell" and rows and rows[min(at, len(rows) - 1)]:
             row = rows[min(at, len(rows) - 1)]
             row[draw(st.integers(0, len(row) - 1))] = draw(_CELLS)
+        elif kind == "id" and rows and rows[min(at, len(rows) - 1)]:
+            rows[min(at, len(rows) - 1)][0] = draw(_ODD_IDS)
+        elif kind == "number" and rows and len(rows[min(at, len(rows) - 1)]) > 1:
+            row = rows[min(at, len(rows) - 1)]
+            row[draw(st.integers(1, len(row) - 1))] = draw(_ODD_NUMBERS)
         elif kind == "extra" and rows:
             rows[min(at, len(rows) - 1)].append(draw(_CELLS))
         elif kind == "missing" and rows and rows[min(at, len(rows) - 1)]:
@@ -427,7 +442,7 @@ def _outcome(path: Path, rules: FileRules, fast: bool):
     return ("ok", report.header, report.rows, report.ids), report.fast
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_atomic_file(), st.sampled_from([_validate.FAST_CHUNK_BYTES, 1, 7, 40]))
 def test_fast_path_gives_the_line_by_line_verdict(case, chunk_bytes):
     from hypothesis import event

@@ -345,10 +345,10 @@ def _chunks(raw, size: int):
         yield data[:cut + 1] if carry else data
 
 
-def _line_ends(chunk: bytes, sep_byte: int, width: int) -> int:
-    """The number of lines of ``chunk``; raises :class:`_Unsure` unless every line has exactly
-    ``width`` fields, is not blank and is shorter than ``csv``'s field size limit."""
-    arr = np.frombuffer(chunk, dtype=np.uint8)
+def _line_ends(chunk: bytes, arr: np.ndarray, sep_byte: int, width: int) -> tuple:
+    """``(starts, ends, groups)`` of ``chunk``'s lines (``groups``: each line's separator positions,
+    one row per line); raises :class:`_Unsure` unless every line has exactly ``width`` fields, is
+    not blank and is shorter than ``csv``'s field size limit."""
     ends = np.flatnonzero(arr == 10)
     if chunk[-1:] != b"\n":
         ends = np.append(ends, len(chunk))
@@ -359,18 +359,31 @@ def _line_ends(chunk: bytes, sep_byte: int, width: int) -> int:
     if lengths.min() == 0 or lengths.max() > csv.field_size_limit():
         raise _Unsure("a blank or overlong line")
     seps = np.flatnonzero(arr == sep_byte)
-    if width == 1:
-        if len(seps):
-            raise _Unsure("a separator in a one-column file")
-    elif len(seps) != len(ends) * (width - 1):
+    if len(seps) != len(ends) * (width - 1):
         raise _Unsure("a row with another column count")
-    else:
-        # the separators in order, width - 1 per line: each line's group lies inside it exactly when
-        # every line has width - 1 of them (the total is right)
-        groups = seps.reshape(len(ends), width - 1)
-        if (groups[:, 0] < starts).any() or (groups[:, -1] > ends).any():
-            raise _Unsure("a row with another column count")
-    return len(ends)
+    # the separators in order, width - 1 per line: each line's group lies inside it exactly when
+    # every line has width - 1 of them (the total is right)
+    groups = seps.reshape(len(ends), width - 1)
+    if width > 1 and ((groups[:, 0] < starts).any() or (groups[:, -1] > ends).any()):
+        raise _Unsure("a row with another column count")
+    return starts, ends, groups
+
+
+#: Bytes a number may consist of for pandas to parse it (``float()``'s grammar, no spaces or words).
+_NUMBER_BYTES = np.zeros(256, dtype=bool)
+_NUMBER_BYTES[list(b"0123456789.eE+-")] = True
+#: Bytes of a plain decimal integer.
+_DIGIT_BYTES = np.zeros(256, dtype=bool)
+_DIGIT_BYTES[list(b"0123456789")] = True
+
+
+def _only(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, table: np.ndarray) -> bool:
+    """Whether every byte of the fields ``[starts, ends)`` is one that ``table`` marks."""
+    marks = np.zeros(len(arr) + 1, dtype=np.int8)
+    marks[starts] += 1
+    marks[ends] -= 1
+    inside = np.cumsum(marks[:-1], dtype=np.int8).view(bool)
+    return not (inside & ~table[arr]).any()
 
 
 def _fast_check(path: Path, rules: FileRules, sep: str, seq_sep: str, encoding: str) -> FileReport:
@@ -402,6 +415,9 @@ def _fast_check(path: Path, rules: FileRules, sep: str, seq_sep: str, encoding: 
         columns = sorted({i for i, _ in floats} | set(tokens) | {i for i, _ in ids}
                          | ({unique} if unique is not None else set()))
         width, sep_byte, rows = len(names), ord(sep), 0
+        as_text = set(tokens) | {i for i, _ in ids} | ({unique} if unique is not None else set())
+        float_only = {i for i, _ in floats} - as_text
+        plain_ids = as_text - {i for i, _ in floats} - ({unique} if unique_set is None else set())
         for chunk in _chunks(raw, FAST_CHUNK_BYTES):
             if b'"' in chunk or b"\x00" in chunk or b"\r" in chunk:
                 raise _Unsure("a quote, NUL or carriage return")
@@ -409,19 +425,43 @@ def _fast_check(path: Path, rules: FileRules, sep: str, seq_sep: str, encoding: 
                 if _BOM in chunk:  # pandas drops one at the start of its input
                     raise _Unsure("a byte-order mark")
                 chunk.decode("utf-8")  # a decode error: the line-by-line check names the line
-            lines = _line_ends(chunk, sep_byte, width)
+            arr = np.frombuffer(chunk, dtype=np.uint8)
+            starts, ends, groups = _line_ends(chunk, arr, sep_byte, width)
+            lines = len(ends)
             rows += lines
             if not columns:
                 continue
-            frame = pd.read_csv(io.BytesIO(chunk), sep=sep, header=None, usecols=columns, dtype=str,
-                                keep_default_na=False, na_filter=False, index_col=False, engine="c",
-                                encoding="utf-8", skip_blank_lines=False)
+            # columns whose bytes are all number characters (floats) or plain integers (ids) are
+            # parsed by pandas into numpy arrays; the others come as str, checked as _check_rows does
+            dtypes, numbers, integers = {}, {}, set()
+            for i in columns:
+                lo = starts if i == 0 else groups[:, i - 1] + 1
+                hi = ends if i == width - 1 else groups[:, i]
+                size = hi - lo
+                if i in float_only and _only(arr, lo, hi, _NUMBER_BYTES):
+                    numbers[i], dtypes[i] = size == 0, np.float64
+                elif i in plain_ids and size.min() >= 1 and size.max() <= 18 \
+                        and not ((arr[lo] == 48) & (size > 1)).any() and _only(arr, lo, hi, _DIGIT_BYTES):
+                    integers.add(i)  # str(int(value)) == value
+                    dtypes[i] = np.int64
+                else:
+                    dtypes[i] = object
+            frame = pd.read_csv(io.BytesIO(chunk), sep=sep, header=None, usecols=columns, dtype=dtypes,
+                                keep_default_na=False, na_filter=bool(numbers), na_values={i: [""] for i in numbers},
+                                float_precision="round_trip", index_col=False, engine="c", encoding="utf-8",
+                                skip_blank_lines=False)
             if len(frame) != lines or list(frame.columns) != columns:
                 raise _Unsure("pandas split the chunk otherwise")
-            values = {i: frame[i].to_numpy(dtype=object) for i in columns}
+            values = {i: frame[i].to_numpy(dtype=None if i in numbers or i in integers else object) for i in columns}
             del frame
             for i, required in floats:
                 column = values[i]
+                if i in numbers:  # Python's own parser (round_trip) on the same characters: float() agrees
+                    empty = numbers[i]
+                    if not np.array_equal(np.isnan(column), empty) or (required and empty.any()) \
+                            or not np.isfinite(column[~empty]).all():
+                        raise _Unsure("an empty or infinite number")
+                    continue
                 empty = column == ""
                 if empty.any():
                     if required:
@@ -430,10 +470,10 @@ def _fast_check(path: Path, rules: FileRules, sep: str, seq_sep: str, encoding: 
                 if not np.isfinite(column.astype(np.float64)).all():  # float() on each, as _check_rows
                     raise _Unsure("a number that is not finite")
             for i in tokens:
-                if (values[i] == "").any() or any(map(str.isspace, values[i])):
+                if i not in integers and ((values[i] == "").any() or any(map(str.isspace, values[i]))):
                     raise _Unsure("an empty id")
             for i, seen in ids:
-                seen.update(values[i])
+                seen.update(map(str, np.unique(values[i]).tolist()) if i in integers else values[i])
             if unique is not None and unique_set is None:
                 hashes.append(np.fromiter(map(hash, values[unique]), dtype=np.int64, count=lines))
             del values
