@@ -369,21 +369,22 @@ def _line_ends(chunk: bytes, arr: np.ndarray, sep_byte: int, width: int) -> tupl
     return starts, ends, groups
 
 
-#: Bytes a number may consist of for pandas to parse it (``float()``'s grammar, no spaces or words).
-_NUMBER_BYTES = np.zeros(256, dtype=bool)
-_NUMBER_BYTES[list(b"0123456789.eE+-")] = True
-#: Bytes of a plain decimal integer.
-_DIGIT_BYTES = np.zeros(256, dtype=bool)
-_DIGIT_BYTES[list(b"0123456789")] = True
+#: Bytes that may not be in a number pandas parses (``float()``'s grammar allows only the others
+#: once spaces, underscores and words are out).
+_NOT_NUMBER = np.ones(256, dtype=bool)
+_NOT_NUMBER[list(b"0123456789.eE+-")] = False
+#: Bytes that may not be in a plain decimal integer.
+_NOT_DIGIT = np.ones(256, dtype=bool)
+_NOT_DIGIT[list(b"0123456789")] = False
 
 
-def _only(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, table: np.ndarray) -> bool:
-    """Whether every byte of the fields ``[starts, ends)`` is one that ``table`` marks."""
-    marks = np.zeros(len(arr) + 1, dtype=np.int8)
+def _only(starts: np.ndarray, ends: np.ndarray, excluded: np.ndarray) -> bool:
+    """Whether no byte of the fields ``[starts, ends)`` is marked in ``excluded`` (one flag per byte)."""
+    marks = np.zeros(len(excluded) + 1, dtype=np.int8)
     marks[starts] += 1
     marks[ends] -= 1
     inside = np.cumsum(marks[:-1], dtype=np.int8).view(bool)
-    return not (inside & ~table[arr]).any()
+    return not (inside & excluded).any()
 
 
 def _fast_check(path: Path, rules: FileRules, sep: str, seq_sep: str, encoding: str) -> FileReport:
@@ -434,14 +435,16 @@ def _fast_check(path: Path, rules: FileRules, sep: str, seq_sep: str, encoding: 
             # columns whose bytes are all number characters (floats) or plain integers (ids) are
             # parsed by pandas into numpy arrays; the others come as str, checked as _check_rows does
             dtypes, numbers, integers = {}, {}, set()
+            not_number = _NOT_NUMBER[arr] if float_only else None
+            not_digit = _NOT_DIGIT[arr] if plain_ids else None
             for i in columns:
                 lo = starts if i == 0 else groups[:, i - 1] + 1
                 hi = ends if i == width - 1 else groups[:, i]
                 size = hi - lo
-                if i in float_only and _only(arr, lo, hi, _NUMBER_BYTES):
+                if i in float_only and _only(lo, hi, not_number):
                     numbers[i], dtypes[i] = size == 0, np.float64
                 elif i in plain_ids and size.min() >= 1 and size.max() <= 18 \
-                        and not ((arr[lo] == 48) & (size > 1)).any() and _only(arr, lo, hi, _DIGIT_BYTES):
+                        and not ((arr[lo] == 48) & (size > 1)).any() and _only(lo, hi, not_digit):
                     integers.add(i)  # str(int(value)) == value
                     dtypes[i] = np.int64
                 else:
