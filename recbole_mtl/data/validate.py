@@ -12,13 +12,16 @@ Rows are split exactly as RecBole's reader splits them (``field_separator``, dou
 as in ``csv``), so a file the validator accepts is one RecBole reads as intended.
 
 Each file first goes through a fast path (:func:`_fast_check`): chunks of about 8 MB, the row
-shapes counted with numpy on the raw bytes, the needed columns (loaded fields that have a rule, the
-ids) read by pandas' C parser and checked column-wise. It may only accept a file. On anything it is
-not sure of (a candidate problem, a double quote, a NUL byte, a carriage return, bytes that are not
-UTF-8, a ``float_seq`` column to check, another encoding or a separator that is not one ASCII
-character) the whole file goes through the line-by-line check (:func:`_check_rows`), the one
-authority for error messages, so messages and verdicts do not depend on the path. ``FAST_PATH =
-False`` (or ``check_file(fast=False)``) checks line by line only.
+shapes checked with numpy on the raw bytes, the needed columns (loaded fields that have a rule, the
+ids) read by pandas' C parser and checked column-wise: numbers and plain integer ids (their bytes
+checked first) come as numpy arrays, other values as str checked as the line-by-line check does;
+an id on two rows is found across chunks from the id set's size (or, when the ids are not
+collected, their hashes). The fast path may only accept a file. On anything it is not sure of (a
+candidate problem, a double quote, a NUL byte, a carriage return, bytes that are not UTF-8, a
+``float_seq`` column to check, another encoding or a separator that is not one ASCII character)
+the whole file goes through the line-by-line check (:func:`_check_rows`), the one authority for
+error messages, so messages and verdicts do not depend on the path. ``FAST_PATH = False`` (or
+``check_file(fast=False)``) checks line by line only.
 """
 
 from __future__ import annotations
