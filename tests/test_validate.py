@@ -351,3 +351,175 @@ def test_fuzz_mutated_valid_files(data):
 
 def teardown_module(module):
     shutil.rmtree(_FUZZ_ROOT, ignore_errors=True)
+
+
+# -- the fast path: it may only accept, and accepts exactly what the line-by-line check accepts ---------
+from recbole_mtl.data import validate as _validate  # noqa: E402
+from recbole_mtl.data.validate import FileRules, check_file  # noqa: E402
+
+_INTER_RULES = FileRules(required_fields={"user_id": "x", "item_id": "y"}, required_values={"rating", "timestamp"},
+                         nonempty_tokens={"user_id", "item_id"}, collect_ids={"user_id", "item_id"}, need_rows=True)
+# (header, rules): an interaction file, .item files as validate_dataset checks them (with and without
+# load_col), a unique id whose values are not collected, a float_seq file and a one-column file
+_SHAPES = [
+    ("user_id:token\titem_id:token\trating:float\ttimestamp:float", _INTER_RULES),
+    ("item_id:token\tprice:float\ttitle:token_seq", FileRules(
+        required_fields={"item_id": "z"}, nonempty_tokens={"item_id"}, collect_ids={"item_id"}, unique_ids="item_id")),
+    ("item_id:token\tprice:float\ttitle:token_seq", FileRules(
+        required_fields={"item_id": "z"}, nonempty_tokens={"item_id"}, collect_ids={"item_id"}, unique_ids="item_id",
+        load_col={"item_id"})),
+    ("item_id:token\tprice:float\ttitle:token_seq", FileRules(unique_ids="item_id", load_col={"price"})),
+    ("item_id:token\temb:float_seq", FileRules(collect_ids={"item_id"}, unique_ids="item_id")),
+    ("user_id:token", FileRules(nonempty_tokens={"user_id"}, collect_ids={"user_id"}, unique_ids="user_id")),
+    ("item_id:token\ttitle:token_seq\tyear:token", FileRules()),  # no column to read: row shapes only
+]
+_CELLS = st.one_of(
+    st.sampled_from(["1", "2", "3", "10", "11", "4", "4.5", "-3", "1e3", "0.1 0.2", "", " ", "  ", " 4.5", "4.5 ",
+                     "1_0", "_1", "nan", "NaN", "inf", "-inf", "1e400", "four", "0x10", "1.", ".5", "+2", "\u0661\u0662",
+                     '"', '"4"', 'a"b', "\u00e9", "\u00a0", "\u3000", "\u2028", "\x0b", "\x1c", "\x1a", "\x85",
+                     "\ufeff1", "#", "\\", "'", "007", "00", "0", "-0", "0.0", "1e5", "12345678901234567890123",
+                     "1.7976931348623159e308", "-", "+", ".", "e5", "1e", "--1", "1-", "1.2.3", "\uff11"]),
+    st.integers(0, 40).map(str),
+    st.text(alphabet=st.characters(blacklist_characters="\t\n\r\x00", blacklist_categories=("Cs",)), max_size=4),
+)
+
+
+# ids that look like integers but are not written as str(int) writes them, and numbers that only
+# float() itself can judge
+_ODD_IDS = st.sampled_from(["007", "00", "0", "-0", "+1", "-3", "+31", "-031", "1e5", "1.0", "12345678901234567890123",
+                            "123456789012345678", "\uff11", " 1", "1 ", "\u0661"])
+_ODD_NUMBERS = st.sampled_from(["1e400", "-1e400", "1.7976931348623159e308", "1.7976931348623157e308", "4e-400",
+                                "-", "+", ".", "e5", "1e", "--1", "1-", "1.2.3", "+.5", "5.", "-.e1", "1e+", "",
+                                "0x1", "1_0", " 4.5", "4.5 ", "\uff11", "\u0661", "nan", "-inf", "Infinity", "1E5"])
+
+
+@st.composite
+def _atomic_file(draw):
+    """A small file of good rows (unique ids, numbers) with zero to three defects mixed in."""
+    header, rules = draw(st.sampled_from(_SHAPES))
+    types = [f.split(":")[1] for f in header.split("\t")]
+    width = len(types)
+    prefix = draw(st.sampled_from(["", "i", "\u00e9", "\u4e2d"]))
+    good = {"token": ["7", "a"], "float": ["1", "4.5", "-2", "3e2"], "token_seq": ["a b", "w1"], "float_seq": ["0.1 0.2", "3"]}
+    rows = [[f"{prefix}{i}"] + [draw(st.sampled_from(good[types[c]])) for c in range(1, width)]
+            for i in range(draw(st.integers(0, 10)))]
+    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2, 3]))):
+        kind = draw(st.sampled_from(["cell", "cell", "id", "number", "extra", "missing", "shift", "blank", "spaces",
+                                     "duplicate", "bom"]))
+        at = draw(st.integers(0, len(rows)))
+        if kind == "cell" and rows and rows[min(at, len(rows) - 1)]:
+            row = rows[min(at, len(rows) - 1)]
+            row[draw(st.integers(0, len(row) - 1))] = draw(_CELLS)
+        elif kind == "id" and rows and rows[min(at, len(rows) - 1)]:
+            rows[min(at, len(rows) - 1)][0] = draw(_ODD_IDS)
+        elif kind == "number" and rows and len(rows[min(at, len(rows) - 1)]) > 1:
+            row = rows[min(at, len(rows) - 1)]
+            row[draw(st.integers(1, len(row) - 1))] = draw(_ODD_NUMBERS)
+        elif kind == "extra" and rows:
+            rows[min(at, len(rows) - 1)].append(draw(_CELLS))
+        elif kind == "missing" and rows and rows[min(at, len(rows) - 1)]:
+            rows[min(at, len(rows) - 1)].pop()
+        elif kind == "shift" and len(rows) > 1 and rows[0]:  # one row a column short, a later one long
+            rows[-1].append(rows[0].pop())
+        elif kind == "duplicate" and rows:
+            rows.insert(at, list(rows[draw(st.integers(0, len(rows) - 1))]))
+        elif kind == "bom" and rows and rows[min(at, len(rows) - 1)]:
+            rows[min(at, len(rows) - 1)][0] = "\ufeff" + rows[min(at, len(rows) - 1)][0]
+        elif kind in ("blank", "spaces"):
+            rows.insert(at, [] if kind == "blank" else [" "])
+    ending = draw(st.sampled_from(["\n"] * 8 + ["\r\n", "\r"]))
+    lines = ["\t".join(cells) for cells in rows]
+    text = header + "\n" + ending.join(lines) + (ending if lines and draw(st.booleans()) else "")
+    data = text.encode(draw(st.sampled_from(["utf-8"] * 10 + ["latin-1"])), errors="replace")
+    return data, rules
+
+
+def _outcome(path: Path, rules: FileRules, fast: bool):
+    try:
+        report = check_file(path, rules, fast=fast)
+    except DataValidationError as e:
+        return ("error", str(e)), False
+    return ("ok", report.header, report.rows, report.ids), report.fast
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_atomic_file(), st.sampled_from([_validate.FAST_CHUNK_BYTES, 1, 7, 40]))
+def test_fast_path_gives_the_line_by_line_verdict(case, chunk_bytes):
+    from hypothesis import event
+
+    data, rules = case
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fz.item"
+        path.write_bytes(data)
+        chunk, _validate.FAST_CHUNK_BYTES = _validate.FAST_CHUNK_BYTES, chunk_bytes
+        try:
+            fast, took_fast = _outcome(path, rules, fast=True)
+        finally:
+            _validate.FAST_CHUNK_BYTES = chunk
+        slow, took_slow = _outcome(path, rules, fast=False)
+    event("fast path accepted" if took_fast else f"line by line: {slow[0]}")
+    assert not took_slow
+    assert fast == slow
+    if took_fast:
+        assert slow[0] == "ok"
+
+
+def _big_inter(path: Path, rows: int) -> None:
+    import random
+
+    rng = random.Random(0)
+    path.write_text(INTER + "".join(f"{rng.randrange(5000)}\t{rng.randrange(2000)}\t{rng.randint(1, 5)}\t{880000000 + i}\n"
+                                    for i in range(rows)))
+
+
+def test_big_clean_files_take_the_fast_path(tmp_path, monkeypatch):
+    inter_path, item_path = tmp_path / "big.inter", tmp_path / "big.item"
+    _big_inter(inter_path, 200_000)
+    item_path.write_text("item_id:token\tprice:float\ttitle:token_seq\n"
+                         + "".join(f"i{i}\t{i % 97}.5\tw{i % 13} w{i % 7}\n" for i in range(200_000)))
+    item_rules = FileRules(required_fields={"item_id": ""}, nonempty_tokens={"item_id"}, collect_ids={"item_id"},
+                           unique_ids="item_id")
+    expected = {p: check_file(p, r, fast=False) for p, r in ((inter_path, _INTER_RULES), (item_path, item_rules))}
+
+    def line_by_line(*args):
+        raise AssertionError("the clean file went line by line")
+
+    monkeypatch.setattr(_validate, "FAST_CHUNK_BYTES", 1 << 20)  # several chunks
+    monkeypatch.setattr(_validate, "_check_rows", line_by_line)
+    for path, rules in ((inter_path, _INTER_RULES), (item_path, item_rules)):
+        report = check_file(path, rules)
+        assert report.fast and report.rows == 200_000
+        assert (report.header, report.ids) == (expected[path].header, expected[path].ids)
+
+
+@pytest.mark.parametrize("defect,expected", [
+    ("i5\t1.5\tw\n", "bad.item, line 200002, field 'item_id': the id 'i5' is already on line 7"),
+    ("i-1\tnan\tw\n", "bad.item, line 200002, field 'price': 'nan' is not a finite number"),
+    ("i-1\t1\n", "bad.item, line 200002: the row has 2 column(s), the header has 3"),
+])
+def test_a_defect_past_the_first_chunk_gets_the_line_by_line_message(defect, expected, tmp_path, monkeypatch):
+    path = tmp_path / "bad.item"
+    path.write_text("item_id:token\tprice:float\ttitle:token_seq\n"
+                    + "".join(f"i{i}\t{i % 97}.5\tw{i % 13}\n" for i in range(200_000)) + defect)
+    monkeypatch.setattr(_validate, "FAST_CHUNK_BYTES", 1 << 20)
+    rules = FileRules(nonempty_tokens={"item_id"}, collect_ids={"item_id"}, unique_ids="item_id")
+    with pytest.raises(DataValidationError) as info:
+        check_file(path, rules)
+    assert str(info.value).startswith(f"{path.parent}/{expected}")
+    _validate.FAST_PATH = False
+    try:
+        with pytest.raises(DataValidationError) as slow:
+            check_file(path, rules)
+    finally:
+        _validate.FAST_PATH = True
+    assert str(slow.value) == str(info.value)
+
+
+@pytest.mark.parametrize("rules", [FileRules(), FileRules(collect_ids={"item_id"}, unique_ids="item_id")],
+                         ids=["no column read", "ids read"])
+def test_a_short_row_and_a_long_row_are_not_taken_for_two_good_ones(rules, tmp_path):
+    """The separators add up to a good file's count, but one row is a column short and a later one long."""
+    path = tmp_path / "bad.item"
+    path.write_text("item_id:token\ttitle:token_seq\tyear:token\n1\ta\t2\n2\tb\n3\tc\t4\t5\n4\td\t6\n")
+    with pytest.raises(DataValidationError, match=r"bad.item, line 3: the row has 2 column\(s\), the header has 3"):
+        check_file(path, rules)

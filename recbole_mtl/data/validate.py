@@ -10,10 +10,23 @@ that no interaction uses) come back as warnings.
 
 Rows are split exactly as RecBole's reader splits them (``field_separator``, double-quoted fields
 as in ``csv``), so a file the validator accepts is one RecBole reads as intended.
+
+Each file first goes through a fast path (:func:`_fast_check`): chunks of about 8 MB, the row
+shapes checked with numpy on the raw bytes, the needed columns (loaded fields that have a rule, the
+ids) read by pandas' C parser and checked column-wise: numbers and plain integer ids (their bytes
+checked first) come as numpy arrays, other values as str checked as the line-by-line check does;
+an id on two rows is found across chunks from the id set's size (or, when the ids are not
+collected, their hashes). The fast path may only accept a file. On anything it is not sure of (a
+candidate problem, a double quote, a NUL byte, a carriage return, bytes that are not UTF-8, a
+``float_seq`` column to check, another encoding or a separator that is not one ASCII character)
+the whole file goes through the line-by-line check (:func:`_check_rows`), the one authority for
+error messages, so messages and verdicts do not depend on the path. ``FAST_PATH = False`` (or
+``check_file(fast=False)``) checks line by line only.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
@@ -23,6 +36,9 @@ from dataclasses import dataclass, field
 from logging import getLogger
 from pathlib import Path
 from typing import Optional
+
+import numpy as np
+import pandas as pd
 
 from recbole_mtl.data.build import build_dataset, empty_dataset_error  # noqa: F401  (re-exported)
 from recbole_mtl.data.labels import label_sources
@@ -42,6 +58,7 @@ class FileReport:
     header: dict  # field -> type, in file order
     rows: int = 0
     ids: dict = field(default_factory=dict)  # id field -> set of values
+    fast: bool = False  # accepted by the fast path (:func:`_fast_check`)
 
 
 @dataclass
@@ -292,9 +309,202 @@ def _check_rows(path: Path, text, rules: FileRules, sep: str, seq_sep: str) -> F
     return report
 
 
+# -- the fast path: whole chunks at a time; it may only accept a file -------------------------------
+#: Take the fast path (:func:`_fast_check`) before the line-by-line check; ``check_file(fast=...)``
+#: overrides it per call.
+FAST_PATH = True
+#: Bytes of the file the fast path reads at a time (cut at a line end).
+FAST_CHUNK_BYTES = 8 << 20
+_BOM = "\ufeff".encode("utf-8")
+
+
+class _Unsure(Exception):
+    """The fast path saw something it does not decide; the line-by-line check does."""
+
+
+def _is_utf8(encoding: str) -> bool:
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
+
+
+def _chunks(raw, size: int):
+    """The rest of ``raw`` in pieces of about ``size`` bytes, each ending at a line end (the last
+    one may lack it)."""
+    carry = b""
+    while True:
+        block = raw.read(size)
+        if not block:
+            if carry:
+                yield carry
+            return
+        data = carry + block if carry else block
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data
+            continue
+        carry = data[cut + 1:]
+        yield data[:cut + 1] if carry else data
+
+
+def _line_ends(chunk: bytes, arr: np.ndarray, sep_byte: int, width: int) -> tuple:
+    """``(starts, ends, groups)`` of ``chunk``'s lines (``groups``: each line's separator positions,
+    one row per line); raises :class:`_Unsure` unless every line has exactly ``width`` fields, is
+    not blank and is shorter than ``csv``'s field size limit."""
+    ends = np.flatnonzero(arr == 10)
+    if chunk[-1:] != b"\n":
+        ends = np.append(ends, len(chunk))
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    lengths = ends - starts
+    if lengths.min() == 0 or lengths.max() > csv.field_size_limit():
+        raise _Unsure("a blank or overlong line")
+    seps = np.flatnonzero(arr == sep_byte)
+    if len(seps) != len(ends) * (width - 1):
+        raise _Unsure("a row with another column count")
+    # the separators in order, width - 1 per line: each line's group lies inside it exactly when
+    # every line has width - 1 of them (the total is right)
+    groups = seps.reshape(len(ends), width - 1)
+    if width > 1 and ((groups[:, 0] < starts).any() or (groups[:, -1] > ends).any()):
+        raise _Unsure("a row with another column count")
+    return starts, ends, groups
+
+
+#: Bytes that may not be in a number pandas parses (``float()``'s grammar allows only the others
+#: once spaces, underscores and words are out).
+_NOT_NUMBER = np.ones(256, dtype=bool)
+_NOT_NUMBER[list(b"0123456789.eE+-")] = False
+#: Bytes that may not be in a plain decimal integer.
+_NOT_DIGIT = np.ones(256, dtype=bool)
+_NOT_DIGIT[list(b"0123456789")] = False
+
+
+def _only(starts: np.ndarray, ends: np.ndarray, excluded: np.ndarray) -> bool:
+    """Whether no byte of the fields ``[starts, ends)`` is marked in ``excluded`` (one flag per byte)."""
+    marks = np.zeros(len(excluded) + 1, dtype=np.int8)
+    marks[starts] += 1
+    marks[ends] -= 1
+    inside = np.cumsum(marks[:-1], dtype=np.int8).view(bool)
+    return not (inside & excluded).any()
+
+
+def _fast_check(path: Path, rules: FileRules, sep: str, seq_sep: str, encoding: str) -> FileReport:
+    """What :func:`_check_rows` reports for ``path``, from vectorised checks over chunks of the file
+    read by pandas' C parser; raises :class:`_Unsure` (or anything else) where it cannot be sure the
+    file passes, and the caller then runs :func:`_check_rows`, the one authority for messages."""
+    if not _is_utf8(encoding) or not isinstance(sep, str) or len(sep) != 1 or ord(sep) > 127 \
+            or sep in '"\r\n\x00':
+        raise _Unsure("an encoding or separator only the line-by-line check handles")
+    with open(path, "rb") as raw:
+        head = raw.readline()
+        if any(b in head for b in (b'"', b"\x00", b"\r")):
+            raise _Unsure("a quote, NUL or carriage return in the header")
+        text = head.decode("utf-8")
+        header = parse_header(path, text[:-1] if text.endswith("\n") else text, sep)
+        if any(name not in header for name in rules.required_fields):
+            raise _Unsure("a required field is missing")
+        names = list(header)
+        loaded = [rules.load_col is None or n in rules.load_col for n in names]
+        if any(loaded[i] and header[n] == "float_seq" for i, n in enumerate(names)):
+            raise _Unsure("a float_seq column")
+        report = FileReport(path=path, header=header, ids={n: set() for n in rules.collect_ids if n in header})
+        floats = [(i, n in rules.required_values) for i, n in enumerate(names) if loaded[i] and header[n] == "float"]
+        tokens = [i for i, n in enumerate(names) if loaded[i] and n in rules.nonempty_tokens]
+        ids = [(i, report.ids[n]) for i, n in enumerate(names) if loaded[i] and n in report.ids]
+        unique = names.index(rules.unique_ids) if rules.unique_ids in header else None
+        unique_set = next((seen for i, seen in ids if i == unique), None)
+        hashes = []  # per chunk, the hashes of the unique column (when its values are not collected)
+        columns = sorted({i for i, _ in floats} | set(tokens) | {i for i, _ in ids}
+                         | ({unique} if unique is not None else set()))
+        width, sep_byte, rows = len(names), ord(sep), 0
+        as_text = set(tokens) | {i for i, _ in ids} | ({unique} if unique is not None else set())
+        float_only = {i for i, _ in floats} - as_text
+        plain_ids = as_text - {i for i, _ in floats} - ({unique} if unique_set is None else set())
+        for chunk in _chunks(raw, FAST_CHUNK_BYTES):
+            if b'"' in chunk or b"\x00" in chunk or b"\r" in chunk:
+                raise _Unsure("a quote, NUL or carriage return")
+            if not chunk.isascii():
+                if _BOM in chunk:  # pandas drops one at the start of its input
+                    raise _Unsure("a byte-order mark")
+                chunk.decode("utf-8")  # a decode error: the line-by-line check names the line
+            arr = np.frombuffer(chunk, dtype=np.uint8)
+            starts, ends, groups = _line_ends(chunk, arr, sep_byte, width)
+            lines = len(ends)
+            rows += lines
+            if not columns:
+                continue
+            # columns whose bytes are all number characters (floats) or plain integers (ids) are
+            # parsed by pandas into numpy arrays; the others come as str, checked as _check_rows does
+            dtypes, numbers, integers = {}, {}, set()
+            not_number = _NOT_NUMBER[arr] if float_only else None
+            not_digit = _NOT_DIGIT[arr] if plain_ids else None
+            for i in columns:
+                lo = starts if i == 0 else groups[:, i - 1] + 1
+                hi = ends if i == width - 1 else groups[:, i]
+                size = hi - lo
+                if i in float_only and _only(lo, hi, not_number):
+                    numbers[i], dtypes[i] = size == 0, np.float64
+                elif i in plain_ids and size.min() >= 1 and size.max() <= 18 \
+                        and not ((arr[lo] == 48) & (size > 1)).any() and _only(lo, hi, not_digit):
+                    integers.add(i)  # str(int(value)) == value
+                    dtypes[i] = np.int64
+                else:
+                    dtypes[i] = object
+            frame = pd.read_csv(io.BytesIO(chunk), sep=sep, header=None, usecols=columns, dtype=dtypes,
+                                keep_default_na=False, na_filter=bool(numbers), na_values={i: [""] for i in numbers},
+                                float_precision="round_trip", index_col=False, engine="c", encoding="utf-8",
+                                skip_blank_lines=False)
+            if len(frame) != lines or list(frame.columns) != columns:
+                raise _Unsure("pandas split the chunk otherwise")
+            values = {i: frame[i].to_numpy(dtype=None if i in numbers or i in integers else object) for i in columns}
+            del frame
+            for i, required in floats:
+                column = values[i]
+                if i in numbers:  # Python's own parser (round_trip) on the same characters: float() agrees
+                    empty = numbers[i]
+                    if not np.array_equal(np.isnan(column), empty) or (required and empty.any()) \
+                            or not np.isfinite(column[~empty]).all():
+                        raise _Unsure("an empty or infinite number")
+                    continue
+                empty = column == ""
+                if empty.any():
+                    if required:
+                        raise _Unsure("an empty required number")
+                    column = column[~empty]
+                if not np.isfinite(column.astype(np.float64)).all():  # float() on each, as _check_rows
+                    raise _Unsure("a number that is not finite")
+            for i in tokens:
+                if i not in integers and ((values[i] == "").any() or any(map(str.isspace, values[i]))):
+                    raise _Unsure("an empty id")
+            for i, seen in ids:
+                seen.update(map(str, np.unique(values[i]).tolist()) if i in integers else values[i])
+            if unique is not None and unique_set is None:
+                hashes.append(np.fromiter(map(hash, values[unique]), dtype=np.int64, count=lines))
+            del values
+    if unique_set is not None and len(unique_set) != rows:
+        raise _Unsure("an id on two rows")
+    if hashes:
+        every = np.concatenate(hashes)
+        del hashes
+        every.sort()
+        if (every[1:] == every[:-1]).any():
+            raise _Unsure("an id (or its hash) on two rows")
+    report.rows = rows
+    return report
+
+
 def check_file(path: Path, rules: FileRules, sep: str = "\t", seq_sep: str = " ",
-               encoding: str = "utf-8") -> FileReport:
-    """Stream one atomic file once and check it against ``rules``.
+               encoding: str = "utf-8", fast: Optional[bool] = None) -> FileReport:
+    """Check one atomic file against ``rules``.
+
+    The fast path (:func:`_fast_check`) tries first and may only accept the file; anything it is not
+    sure of (a candidate problem, quotes, CRLF, a ``float_seq`` column, another encoding) sends the
+    whole file through the line-by-line :func:`_check_rows`, which alone words the errors.
+
+    Args:
+        fast: try the fast path first (``None``: :data:`FAST_PATH`); ``False`` checks line by line.
 
     Raises:
         DataValidationError: the first problem found, with file, line and field.
@@ -310,11 +520,19 @@ def check_file(path: Path, rules: FileRules, sep: str = "\t", seq_sep: str = " "
         head = raw.read(65536)
     if b"\x00" in head:  # compressed or binary: say so rather than "not utf-8"
         raise _not_text(path, head[:head.index(b"\x00")].count(b"\n") + 1)
-    with _open_text(path, encoding) as text:
+    report = None
+    if FAST_PATH if fast is None else fast:
         try:
-            report = _check_rows(path, text, rules, sep, seq_sep)
-        except UnicodeDecodeError:
-            raise _decode_error(path, encoding) from None
+            report = _fast_check(path, rules, sep, seq_sep, encoding)
+            report.fast = True
+        except Exception:  # not sure: the line-by-line check decides
+            report = None
+    if report is None:
+        with _open_text(path, encoding) as text:
+            try:
+                report = _check_rows(path, text, rules, sep, seq_sep)
+            except UnicodeDecodeError:
+                raise _decode_error(path, encoding) from None
     if rules.need_rows and report.rows == 0:
         raise DataValidationError(
             f"{path}: the file has a header but no rows. Add one interaction per line."
