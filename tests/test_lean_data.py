@@ -135,3 +135,23 @@ def test_interaction_count_filters_are_recboles(data_root, interval):
     if interval != "[0,inf)":  # the filter removed something, so the comparison says something
         assert lean.inter_num < _build(data_root, True)[0].inter_num
     assert np.array_equal(lean.field2id_token["item_id"], reference.field2id_token["item_id"])
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_each_rank_keeps_the_windows_recboles_sampler_would_deal_it(both, world_size):
+    from torch.utils.data.distributed import DistributedSampler
+
+    (_, lean_train, _, _), _ = both
+    windows = UserWindows.from_dataset(lean_train, L, 3)
+    assert len(windows) % 4 != 0  # the padding is exercised (with 4 ranks)
+    dealt = []
+    for rank in range(world_size):
+        part = windows.part(rank, world_size)
+        sampler = DistributedSampler(list(range(len(windows))), num_replicas=world_size, rank=rank, shuffle=False)
+        expected = windows.batch(torch.tensor(list(sampler)))
+        got = part.batch(torch.arange(len(part)))
+        for column in expected.columns:
+            assert torch.equal(got[column], expected[column]), column
+        assert part.items.data_ptr() == windows.items.data_ptr()  # the flat arrays are shared, not copied
+        dealt.append(len(part))
+    assert len(set(dealt)) == 1 and sum(dealt) >= len(windows)  # every rank takes as many steps
