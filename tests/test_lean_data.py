@@ -155,3 +155,24 @@ def test_each_rank_keeps_the_windows_recboles_sampler_would_deal_it(both, world_
         assert part.items.data_ptr() == windows.items.data_ptr()  # the flat arrays are shared, not copied
         dealt.append(len(part))
     assert len(set(dealt)) == 1 and sum(dealt) >= len(windows)  # every rank takes as many steps
+
+
+def test_histories_hold_every_interaction_even_a_users_only_one(tmp_path):
+    from recbole_mtl.data.history import UserHistories
+    from tests.conftest import write_slice
+
+    folder = write_slice(tmp_path, "ml-one", max_user=30)
+    inter = folder / "ml-one.inter"
+    header, *rows = inter.read_text().splitlines()
+    first = next(r for r in rows if r.split("\t")[0] == "7")
+    rows = [r for r in rows if r.split("\t")[0] != "7"] + [first]  # user 7: a single interaction, no target
+    inter.write_text("\n".join([header] + rows) + "\n")
+    config = Config(model="MTLRec", dataset="ml-one", cmd_args=[],
+                    config_dict={**base_config(tmp_path, **TINY), "dataset": "ml-one", "data_path": str(tmp_path)})
+    dataset = build_data_and_model(config)[0]
+    histories = UserHistories(dataset, L)
+    user = int(dataset.token2id("user_id", "7"))
+    assert int(histories.length(torch.tensor([user]))) == 1
+    assert dataset.field2id_token["item_id"][int(histories.items[histories.starts[user]])] == first.split("\t")[1]
+    users = torch.arange(1, dataset.user_num)
+    assert int(histories.length(users).sum()) == len(rows)  # every interaction of the file

@@ -203,6 +203,12 @@ class MultiTaskDataset(SequentialDataset):
         target = np.flatnonzero(~new_user)
         length = target - np.maximum(first[target], target - max_len)  # RecBole's sliding start
         self.flat = {f: self.inter_feat[f] for f in self.inter_feat.columns if f != self.uid_field}
+        begins = np.flatnonzero(new_user)
+        #: every user's interactions (all parts of the split): flat[...][flat_starts[k]:flat_ends[k]]
+        #: belong to user id flat_users[k]
+        self.flat_users = torch.from_numpy(uid[begins])
+        self.flat_starts = torch.from_numpy(begins)
+        self.flat_ends = torch.from_numpy(np.append(begins[1:], n).astype(np.int64))
         rows = self.inter_feat[torch.from_numpy(target)]
         rows.update(Interaction({self.item_list_length_field: torch.from_numpy(length),
                                  FLAT_POSITION: torch.from_numpy(target)}))

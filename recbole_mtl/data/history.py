@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_mtl.data.windows import UserWindows
+from recbole_mtl.data.windows import UserWindows, row_names
 
 
 class UserHistories:
@@ -37,15 +37,20 @@ class UserHistories:
     """
 
     def __init__(self, dataset, max_len: int):
-        # the dataset holds RecBole's per-target rows (its sequential augmentation, over all the
-        # parts); the windows' reconstruction turns them back into each user's sequence
-        whole = UserWindows.from_dataset(dataset, max_len)
         self.uid_field, self.iid_field = dataset.uid_field, dataset.iid_field
-        self.names = whole.names
+        self.names = row_names(dataset)
         self.max_len = int(max_len)
-        self.items, self.fields = whole.items, whole.fields
         self.starts = torch.zeros(dataset.user_num, dtype=torch.long)
         self.ends = torch.zeros(dataset.user_num, dtype=torch.long)
+        if getattr(dataset, "flat", None) is not None:  # lean: every interaction, users with one included
+            self.items = dataset.flat[self.iid_field]
+            self.fields = {f: v for f, v in dataset.flat.items() if f != self.iid_field and v.dim() == 1}
+            self.starts[dataset.flat_users], self.ends[dataset.flat_users] = dataset.flat_starts, dataset.flat_ends
+            return
+        # RecBole's per-target rows (its sequential augmentation, over all the parts): the
+        # windows' reconstruction turns them back into each user's sequence
+        whole = UserWindows.from_dataset(dataset, max_len)
+        self.items, self.fields = whole.items, whole.fields
         self.starts[whole.users], self.ends[whole.users] = whole.starts, whole.ends
 
     def length(self, users: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,13 @@ NEXT_PREFIX = "next_"
 POSITION_MASK = "position_mask"
 
 
+def row_names(dataset) -> dict[str, str]:
+    """The names of RecBole's sequential rows for ``dataset``: user, item list, length, next item, suffix."""
+    suffix = dataset.config["LIST_SUFFIX"]
+    return {"user": dataset.uid_field, "items": dataset.iid_field + suffix, "length": dataset.item_list_length_field,
+            "next_item": NEXT_PREFIX + dataset.iid_field, "suffix": suffix}
+
+
 class UserWindows:
     """Each user's training sequence as flat arrays, cut into windows.
 
@@ -72,8 +79,7 @@ class UserWindows:
         uid_field, iid_field = dataset.uid_field, dataset.iid_field
         suffix = dataset.config["LIST_SUFFIX"]
         seq_field, len_field = iid_field + suffix, dataset.item_list_length_field
-        names = {"user": uid_field, "items": seq_field, "length": len_field, "next_item": NEXT_PREFIX + iid_field,
-                 "suffix": suffix}
+        names = row_names(dataset)
         if getattr(dataset, "flat", None) is not None and FLAT_POSITION in feat and seq_field not in feat:
             return cls._from_flat(dataset, int(max_len), int(stride or max_len), names)
         uid = feat[uid_field].numpy()
