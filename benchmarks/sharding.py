@@ -87,10 +87,7 @@ def worker(spec: dict) -> None:
     trainer._train_epoch(train_data, 0, show_progress=distributed.rank() == 0)
     distributed.barrier()
     epoch_s = time.perf_counter() - start
-    windows = getattr(train_data, "windows", None)
-    targets = windows.num_targets if windows is not None else len(train_data.dataset)
-    targets = int(distributed.mean_over_ranks([float(targets)])[0] * distributed.world_size()) \
-        if distributed.is_distributed() else targets
+    targets = len(train_data._dataset)  # training targets: one RecBole training row each
     per_rank = [(*build_rss, *_rss())]
     if distributed.is_distributed():
         per_rank = [None] * distributed.world_size()
