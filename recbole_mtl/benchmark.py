@@ -548,12 +548,12 @@ def markdown(summary: dict, rows: list[dict], specs: list[ModelSpec], command: s
 
 def _convergence(chosen: list[dict]) -> str:
     """``"12, 9, 15 (8, 5, 11) | 1 of 3 (!)"``: epochs each run trained, its best epoch, how many hit the cap."""
-    runs = " ".join(f"{r.get('epochs_run') or '?'}" for r in chosen)
-    best = " ".join(f"{r.get('best_epoch') or '?'}" for r in chosen)
+    runs = ", ".join(f"{r.get('epochs_run') or '?'}" for r in chosen)
+    best = ", ".join(f"{r.get('best_epoch') or '?'}" for r in chosen)
     known = [r for r in chosen if r.get("hit_cap") not in (None, "")]
     capped = sum(int(float(r["hit_cap"])) for r in known)
     flag = f"{capped} of {len(known)}" + (" (!)" if capped else "") if known else "-"
-    return f"{runs} ({best}) | {flag}"
+    return f"{runs} (best {best}) | {flag}"
 
 
 def _curve(row: dict) -> list:
