@@ -790,7 +790,9 @@ def tune(specs: list[ModelSpec], args: argparse.Namespace, base: dict, out: Path
     studies = {}
     for spec in specs:
         space = tuning.load_space(tuning.space_path(spec.model.split("+")[0]))
-        name = tuning.study_name(args.dataset, spec.text, space)
+        conditions = {k: base.get(k) for k in ("epochs", "stopping_step", "max_len", "protocol", "overrides",
+                                                "label_field", "label_threshold")}
+        name = tuning.study_name(args.dataset, spec.text, space, conditions)
         maximize = spec.valid_metric.lower() not in SMALLER
         study = tuning.open_study(path, name, maximize, args.seed)
         requeued = tuning.recover(study)

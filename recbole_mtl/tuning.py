@@ -159,8 +159,15 @@ def _check_param(name: str, kind: str, value: dict, where: str) -> Param:
 
 
 # -- studies ---------------------------------------------------------------------------------------
-def study_name(dataset: str, spec: str, space: SearchSpace) -> str:
-    return f"{dataset}/{spec}/{space.digest}"
+def study_name(dataset: str, spec: str, space: SearchSpace, conditions: Optional[dict] = None) -> str:
+    """``<dataset>/<spec>/<digest>``: the digest covers the space and the trials' ``conditions``
+    (epochs, patience, sequence length, protocol, overrides), so trials run under other settings
+    are never mixed in."""
+    digest = space.digest
+    if conditions:
+        text = json.dumps(conditions, sort_keys=True, default=str)
+        digest = hashlib.sha256((digest + text).encode()).hexdigest()[:8]
+    return f"{dataset}/{spec}/{digest}"
 
 
 def storage_url(path: Path) -> str:
