@@ -800,7 +800,8 @@ def tune(specs: list[ModelSpec], args: argparse.Namespace, base: dict, out: Path
         done = len(tuning.counted(study))
         print(f"tune {spec.text}: study '{name}' in {path}: {done} of {args.tune} trials done"
               + (f", {requeued} interrupted trial(s) queued again" if requeued else ""), flush=True)
-        distributions = space.distributions()
+        # a spec that names its balancing method (MMoE:pcgrad) keeps it
+        distributions = {k: d for k, d in space.distributions().items() if not (spec.balance and k == "loss_balance")}
         while done < args.tune:
             trial = study.ask(distributions)
             params = space.overrides(trial.params, defaults)
