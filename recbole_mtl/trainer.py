@@ -343,7 +343,8 @@ class MultiTaskTrainer(Trainer):
         for name in self._tasks_by("pointwise"):
             column = self.model.task(name).label_column
             users = interaction[uid].cpu() if uid in interaction else torch.zeros(0, dtype=torch.long)
-            self._pointwise.setdefault(name, []).append((outputs[name].detach().cpu(), interaction[column].cpu(), users))
+            scores = outputs[name].detach().cpu()
+            self._pointwise.setdefault(name, []).append((scores, interaction[column].cpu(), users))
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         """Evaluate every enabled task on ``eval_data`` (validation or test) in one result dict.
@@ -370,7 +371,8 @@ class MultiTaskTrainer(Trainer):
             pairs = self._pointwise.get(name, [])
             if pairs:
                 probs, labels = torch.cat([p for p, _, _ in pairs]), torch.cat([y for _, y, _ in pairs])
-                self.last_pointwise[name] = {"prob": probs, "label": labels, "users": torch.cat([u for _, _, u in pairs])}
+                users = torch.cat([u for _, _, u in pairs])
+                self.last_pointwise[name] = {"prob": probs, "label": labels, "users": users}
                 result.update(self.model.task(name).metrics(probs, labels))
         phase = "valid" if eval_data is self._valid_loader else "test"
         for name in self._tasks_by("items"):

@@ -51,7 +51,8 @@ def test_bootstrap_interval_matches_a_direct_computation():
     assert (got.low, got.high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
     assert got.mean == pytest.approx(diff.mean())
     half = 1.96 * diff.std(ddof=1) / np.sqrt(1000)  # the normal approximation agrees closely
-    assert got.low == pytest.approx(diff.mean() - half, abs=0.004) and got.high == pytest.approx(diff.mean() + half, abs=0.004)
+    assert got.low == pytest.approx(diff.mean() - half, abs=0.004)
+    assert got.high == pytest.approx(diff.mean() + half, abs=0.004)
 
 
 def test_auc_bootstrap_pairs_the_interactions_of_both_models():
@@ -77,7 +78,8 @@ def test_every_shipped_search_space_is_valid():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("lr: {type: float, low: 0.1, high: 0.01}\n", r"x\.yaml:1: parameter 'lr': bad range: low \(0.1\) must be below high"),
+    ("lr: {type: float, low: 0.1, high: 0.01}\n",
+     r"x\.yaml:1: parameter 'lr': bad range: low \(0.1\) must be below high"),
     ("a: {type: float, low: 0.0, high: 1.0}\nlr: {type: float, low: 0.0, high: 0.1, log: true}\n",
      r"x\.yaml:2: parameter 'lr': bad range: log: true needs low > 0"),
     ("lr: {type: float, low: 0.1, hihg: 0.2}\n", r"x\.yaml:1: parameter 'lr': unknown field\(s\) \['hihg'\]"),
@@ -214,3 +216,14 @@ def test_one_pass_sampled_scoring_equals_the_repeated_pass(data_root, workdir):
     torch.testing.assert_close(scores["one_pass"], scores["repeated"], rtol=1e-5, atol=1e-5)
     ranking = {k: v for k, v in results["repeated"].items() if "@" in k}
     assert ranking and ranking == {k: results["one_pass"][k] for k in ranking}
+
+
+def test_the_protocol_applies_to_the_sequence_task_only():
+    from recbole_mtl.benchmark import parse_spec, run_config
+
+    args = {"epochs": 1, "stopping_step": 1, "max_len": 10, "checkpoint_dir": "c", "protocol": "uni100"}
+    mode = {name: run_config(parse_spec(name), 1, 0, 1, 0.001, args, {"dropout": 0.3})["eval_args"]["mode"]
+            for name in ("SASRec", "MTLRec", "MTLRec@category", "DeepFM")}
+    assert mode == {"SASRec": {"valid": "uni100", "test": "uni100"}, "MTLRec": {"valid": "uni100", "test": "uni100"},
+                    "MTLRec@category": "full", "DeepFM": "labeled"}
+    assert run_config(parse_spec("MTLRec"), 1, 0, 1, 0.001, args, {"learning_rate": 0.01})["learning_rate"] == 0.01
