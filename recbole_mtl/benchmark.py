@@ -512,7 +512,7 @@ def markdown(summary: dict, rows: list[dict], specs: list[ModelSpec], command: s
             values = [(s[m][0], name) for name, s in summary[task].items() if m in s]
             best[m] = (min if m in SMALLER else max)(values)[1]
         lines += [f"## {task}", "", "| model | " + " | ".join(metrics)
-                  + " | runs | time/epoch (s) | peak RSS (MB) | epochs run (best) | at the cap |",
+                  + " | runs | time/epoch (s) | peak RSS (MB) | epochs run (best) | cut by the cap |",
                   "|---" * (len(metrics) + 6) + "|"]
         for name, stats in summary[task].items():
             cells = []
@@ -523,7 +523,7 @@ def markdown(summary: dict, rows: list[dict], specs: list[ModelSpec], command: s
             tpe = _mean_std([float(r["time_per_epoch_s"]) for r in chosen])[0]
             rss = max(float(r["peak_rss_mb"]) for r in chosen)
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(chosen)} | {tpe:.1f} | {rss:.0f} | "
-                         f"{_convergence(chosen)} |")
+                         f"{_convergence(chosen, args.stopping_step)} |")
         lines.append("")
     mtl = [s.text for s in specs if s.plugin and len(s.tasks) > 1]
     if mtl:
@@ -546,13 +546,25 @@ def markdown(summary: dict, rows: list[dict], specs: list[ModelSpec], command: s
     return "\n".join(lines)
 
 
-def _convergence(chosen: list[dict]) -> str:
-    """``"12, 9, 15 (8, 5, 11) | 1 of 3 (!)"``: epochs each run trained, its best epoch, how many hit the cap."""
+def cut_by_cap(row: dict, stopping_step: int) -> Optional[bool]:
+    """Whether the epoch cap, not early stopping, ended the run: it trained every epoch and its best
+    epoch lies within the last ``stopping_step`` ones (RecBole stops after ``stopping_step + 1``
+    evaluations without improvement), so it may still have been improving. None when unknown."""
+    if row.get("hit_cap") in (None, "") or row.get("best_epoch") in (None, ""):
+        return None
+    if not int(float(row["hit_cap"])):
+        return False
+    return int(float(row["epochs_run"])) - int(float(row["best_epoch"])) <= stopping_step
+
+
+def _convergence(chosen: list[dict], stopping_step: int) -> str:
+    """``"12, 9, 15 (best 8, 5, 11) | 1 of 3 (!)"``: epochs each run trained, its best epoch, how many
+    runs the cap cut short."""
     runs = ", ".join(f"{r.get('epochs_run') or '?'}" for r in chosen)
     best = ", ".join(f"{r.get('best_epoch') or '?'}" for r in chosen)
-    known = [r for r in chosen if r.get("hit_cap") not in (None, "")]
-    capped = sum(int(float(r["hit_cap"])) for r in known)
-    flag = f"{capped} of {len(known)}" + (" (!)" if capped else "") if known else "-"
+    known = [c for c in (cut_by_cap(r, stopping_step) for r in chosen) if c is not None]
+    cut = sum(known)
+    flag = f"{cut} of {len(known)}" + (" (!)" if cut else "") if known else "-"
     return f"{runs} (best {best}) | {flag}"
 
 
@@ -696,14 +708,14 @@ def tuning_section(studies: dict, args: argparse.Namespace) -> list[str]:
 def extra_sections(rows: list[dict], specs: list[ModelSpec], out: Path, studies: dict,
                    args: argparse.Namespace) -> list[str]:
     """Convergence note, tuning, significance and the learning curves, below the tables."""
-    capped = sorted({r["model"] for r in rows if int(r["selected"]) == 1 and r.get("hit_cap") not in (None, "")
-                     and int(float(r["hit_cap"]))})
+    capped = sorted({r["model"] for r in rows if int(r["selected"]) == 1 and cut_by_cap(r, args.stopping_step)})
     lines = ["## Convergence", "",
-             f"Every run trains until its validation metric has not improved for {args.stopping_step} evaluations "
-             f"(early stopping) or until {args.epochs} epochs (the cap); the tables give each run's epochs and its "
-             "best epoch, and how many runs stopped at the cap. "
-             + (f"**Stopped at the cap (may not have converged; rerun with a larger --epochs): {', '.join(capped)}.**"
-                if capped else "No run stopped at the cap."), "",
+             f"Every run trains until its validation metric has not improved for {args.stopping_step} + 1 "
+             f"evaluations (early stopping) or until {args.epochs} epochs (the cap); the tables give each run's epochs "
+             "and its best epoch, and how many runs the cap cut short (they trained every epoch and their best epoch "
+             f"is among the last {args.stopping_step}: they may still have been improving). "
+             + (f"**Cut short by the cap (may not have converged; rerun with a larger --epochs): {', '.join(capped)}.**"
+                if capped else "The cap cut no run short: every run stopped early."), "",
              "![validation metric against training time](curves.png)", ""]
     lines += tuning_section(studies, args)
     lines += significance(rows, specs, out, getattr(args, "bootstrap", 1000), args.seed)
