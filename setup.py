@@ -16,7 +16,7 @@ setup(
     packages=find_packages(include=["recbole_mtl", "recbole_mtl.*"]) + ["recbole_mtl.properties"],
     # properties/ lives at the top of the checkout and is installed inside the package.
     package_dir={"recbole_mtl.properties": "properties"},
-    package_data={"recbole_mtl.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml"]},
+    package_data={"recbole_mtl.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml", "search/*.yaml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.6",

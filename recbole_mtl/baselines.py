@@ -8,6 +8,7 @@ the same code (``CategoryTask.metrics``) on the same held-out items.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Optional
 
@@ -41,8 +42,13 @@ def item_feature_matrix(dataset, exclude: set) -> torch.Tensor:
     return torch.cat(columns, dim=1) if columns else torch.zeros(len(dataset.item_feat), 0)
 
 
-def train_category_mlp(dataset_name: str, config_dict: dict, config_file_list: Optional[list] = None) -> dict:
-    """Train and test the classifier; returns the benchmark worker's record."""
+def train_category_mlp(dataset_name: str, config_dict: dict, config_file_list: Optional[list] = None,
+                       callback_fn=None) -> dict:
+    """Train and test the classifier; returns the benchmark worker's record.
+
+    ``callback_fn(epoch_idx, valid_score)`` is called after each epoch's validation, as RecBole's
+    ``Trainer.fit`` calls it (the benchmark's learning curve and tuning's pruning).
+    """
     config = Config(model="MTLRec", dataset=dataset_name, config_file_list=config_file_list,
                     config_dict={**config_dict, "tasks": ["category"]}, cmd_args=[])
     validate_dataset(config)
@@ -78,7 +84,7 @@ def train_category_mlp(dataset_name: str, config_dict: dict, config_file_list: O
         return task.metrics(probs, labels[ids])
 
     best, best_state, patience, epochs_run = -1.0, None, 0, 0
-    start = time.perf_counter()
+    start, curve = time.perf_counter(), []
     for epoch in range(int(config["epochs"])):
         model.train()
         for chunk in train_ids[torch.randperm(len(train_ids), generator=generator)].split(batch):
@@ -88,6 +94,9 @@ def train_category_mlp(dataset_name: str, config_dict: dict, config_file_list: O
             optimizer.step()
         epochs_run = epoch + 1
         valid = score("valid")["category_micro_f1"]
+        curve.append([round(time.perf_counter() - start, 2), float(valid)])
+        if callback_fn is not None:
+            callback_fn(epoch, valid)
         if valid > best:
             best, patience = valid, 0
             best_state = ({k: v.clone() for k, v in model.state_dict().items()}, task.threshold.clone())
@@ -102,6 +111,8 @@ def train_category_mlp(dataset_name: str, config_dict: dict, config_file_list: O
         "test": score("test"),
         "valid_score": best,
         "epochs_run": epochs_run,
+        "best_epoch": 1 + max(range(len(curve)), key=lambda i: curve[i][1]) if curve else epochs_run,
+        "curve": json.dumps(curve),
         "train_time_s": round(train_time, 2),
         "time_per_epoch_s": round(train_time / epochs_run, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),

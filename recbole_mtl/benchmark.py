@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -56,8 +58,18 @@ VALID_METRIC = {name: cls.valid_metric for name, cls in REGISTRY.items()}
 CATEGORY_MLP = "CategoryMLP"
 LEAVE_ONE_OUT = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user"}
 RESULT_TAG = "BENCHMARK_RESULT "
-FIELDS = ["model", "seed", "fold", "learning_rate", "tasks", "selected", "valid_metric", "valid_score",
-          "epochs_run", "best_epoch", "time_per_epoch_s", "train_time_s", "peak_rss_mb", "split", "curve"]
+FIELDS = ["model", "seed", "fold", "learning_rate", "params", "tasks", "selected", "valid_metric", "valid_score",
+          "epochs_run", "best_epoch", "epoch_cap", "hit_cap", "protocol", "time_per_epoch_s", "train_time_s",
+          "peak_rss_mb", "split", "per_user", "curve"]
+#: ``--models`` presets: every model family the benchmark compares (``all``) and the quick default.
+PRESETS = {
+    "default": "MTLRec,SASRec,GRU4Rec,DeepFM,MTLRec@category,CategoryMLP",
+    "all": "MTLRec,MMoE,PLE,MTLRec@sequence,MTLRec@interest,MTLRec@category,SASRec,GRU4Rec,BERT4Rec,LightSANs,"
+           "DeepFM,DIN,DCNV2,CategoryMLP,CategoryMLP+text",
+}
+#: ``--protocol``: how the sequence task is scored (full ranking, or RecBole's sampled candidates).
+PROTOCOLS = ("full", "uni100", "pop100")
+CATEGORY_MLP_TEXT = CATEGORY_MLP + "+text"
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,7 @@ def parse_spec(text: str) -> ModelSpec:
 
     rest, _, balance = text.partition(":")
     name, _, task_text = rest.partition("@")
-    if name == CATEGORY_MLP:
+    if name in (CATEGORY_MLP, CATEGORY_MLP_TEXT):
         return ModelSpec(text, name, ("category",))
     model_class = get_model(name)  # clear error with suggestions when unknown
     plugin = name in plugin_model_names()
@@ -117,8 +129,15 @@ def _item_tasks(spec: ModelSpec) -> list[str]:
 
 
 # -- one run (in its own process) ---------------------------------------------------------------
-def run_config(spec: ModelSpec, seed: int, fold: int, folds: int, learning_rate: float, args: dict) -> dict:
-    """The config dict of one run: the same split, seed, epochs and patience for every model."""
+def _ranking_mode(args: dict):
+    protocol = args.get("protocol") or "full"
+    return "full" if protocol == "full" else {"valid": protocol, "test": protocol}
+
+
+def run_config(spec: ModelSpec, seed: int, fold: int, folds: int, learning_rate: float, args: dict,
+               params: Optional[dict] = None) -> dict:
+    """The config dict of one run: the same split, seed, epochs and patience for every model;
+    ``params``: tuned keys (they win over ``learning_rate`` and the model's defaults)."""
     config = {
         "seed": seed, "epochs": args["epochs"], "stopping_step": args["stopping_step"], "learning_rate": learning_rate,
         "show_progress": False, "state": "INFO", "checkpoint_dir": args["checkpoint_dir"],
@@ -130,10 +149,12 @@ def run_config(spec: ModelSpec, seed: int, fold: int, folds: int, learning_rate:
         config["data_path"] = args["data_path"]
     if args.get("config_files"):
         config["config_files"] = list(args["config_files"])  # the dataset config: each run reads it
-    if spec.plugin or spec.model == CATEGORY_MLP:
+    if spec.plugin or spec.model in (CATEGORY_MLP, CATEGORY_MLP_TEXT):
         config.update({"tasks": list(spec.tasks), "valid_metric": spec.valid_metric,
                        "metrics": ["Recall", "MRR", "NDCG", "Hit", "Precision"], "topk": [10]})
-        config["eval_args"]["mode"] = "full"
+        config["eval_args"]["mode"] = _ranking_mode(args) if "sequence" in spec.tasks else "full"
+        if spec.model == CATEGORY_MLP_TEXT:
+            config["text_features"] = True
         if folds > 1:
             config.update({"category_folds": folds, "category_fold": fold})
         if spec.balance:
@@ -151,8 +172,9 @@ def run_config(spec: ModelSpec, seed: int, fold: int, folds: int, learning_rate:
     else:  # a CE loss gets no negatives from recbole_mtl.derive, a BPR loss RecBole's sampled ones
         config.update({"metrics": ["Recall", "MRR", "NDCG", "Hit", "Precision"], "topk": [10],
                        "valid_metric": "NDCG@10"})
-        config["eval_args"]["mode"] = "full"
+        config["eval_args"]["mode"] = _ranking_mode(args)
     config.update(args.get("overrides") or {})  # the user's --key=value, for every model
+    config.update(params or {})
     return config
 
 
@@ -170,15 +192,16 @@ def _files_set(files, key: str) -> bool:
     return False
 
 
-def _interest_metrics_of_baseline(trainer, test_data, config) -> dict:
-    """Score a CTR baseline's test predictions with the multi-task models' interest metrics."""
+def _interest_metrics_of_baseline(trainer, test_data, config) -> tuple[dict, dict]:
+    """Score a CTR baseline's test predictions with the multi-task models' interest metrics;
+    also returns ``{"users", "prob", "label"}`` per test interaction (for the significance tests)."""
     import torch
 
     from recbole.evaluator.metrics import AUC, LogLoss
 
     from recbole_mtl.tasks.interest import interest_metrics
 
-    probs, labels = [], []
+    probs, labels, users = [], [], []
     trainer.model.eval()
     with torch.no_grad():
         for batch in test_data:
@@ -186,12 +209,74 @@ def _interest_metrics_of_baseline(trainer, test_data, config) -> dict:
             interaction = interaction.to(config["device"])
             probs.append(trainer.model.predict(interaction).detach().cpu().float())
             labels.append(interaction[config["LABEL_FIELD"]].detach().cpu().float())
-    return interest_metrics(torch.cat(probs), torch.cat(labels), AUC(config), LogLoss(config),
-                            int(config["metric_decimal_place"] or 4))
+            users.append(interaction[config["USER_ID_FIELD"]].detach().cpu())
+    probs, labels = torch.cat(probs), torch.cat(labels)
+    metrics = interest_metrics(probs, labels, AUC(config), LogLoss(config), int(config["metric_decimal_place"] or 4))
+    return metrics, {"users": torch.cat(users), "prob": probs, "label": labels}
 
 
-def worker(spec_text: str, dataset: str, config_dict: dict) -> dict:
-    """Train and test one model; returns its test metrics, time per epoch and peak memory."""
+class _TestRecorder:
+    """Keeps what RecBole's evaluator sees in the last evaluation: the collected data (``struct``)
+    and, per evaluated row, the user it belongs to (to pair users across models)."""
+
+    def __init__(self, trainer, uid_field: str):
+        self.struct, self.users, self.uid_field = None, [], uid_field
+        self._evaluate, self._collect = trainer.evaluator.evaluate, trainer.eval_collector.eval_batch_collect
+        trainer.evaluator.evaluate = self.evaluate
+        trainer.eval_collector.eval_batch_collect = self.collect
+
+    def start(self) -> None:
+        self.struct, self.users = None, []
+
+    def collect(self, scores, interaction, positive_u, positive_i):
+        import torch
+
+        if self.uid_field in interaction:
+            users = interaction[self.uid_field].detach().cpu()
+            # sampled evaluation: a user's candidate rows are contiguous, one score row per user
+            self.users.append(users if len(users) == scores.shape[0] else torch.unique_consecutive(users))
+        return self._collect(scores, interaction, positive_u, positive_i)
+
+    def evaluate(self, struct):
+        self.struct = struct
+        return self._evaluate(struct)
+
+
+def _per_user(built, recorder: _TestRecorder, trainer, baseline_interest: Optional[dict]) -> dict:
+    """Per-user test values of one run: top-k metrics per user, interest probabilities per interaction."""
+    import numpy as np
+    import torch
+
+    from recbole_mtl.significance import topk_per_user
+
+    config, dataset = built.config, built.dataset
+    uid = config["USER_ID_FIELD"]
+
+    def tokens(ids) -> np.ndarray:
+        return np.asarray(dataset.id2token(uid, torch.as_tensor(ids).numpy()), dtype=str)
+
+    out: dict = {}
+    if recorder.struct is not None and recorder.users:
+        values = topk_per_user(recorder.struct, config)
+        users = torch.cat(recorder.users)
+        if values and len(users) == len(next(iter(values.values()))):
+            out["users"] = tokens(users)
+            out.update(values)
+    interest = baseline_interest or getattr(trainer, "last_pointwise", {}).get("interest")
+    if interest is not None:
+        out["interest_users"] = tokens(interest["users"])
+        out["interest_prob"] = np.asarray(interest["prob"], dtype=np.float32)
+        out["interest_label"] = np.asarray(interest["label"], dtype=np.float32)
+    return out
+
+
+def worker(spec_text: str, dataset: str, config_dict: dict, extra: Optional[dict] = None) -> dict:
+    """Train and test one model; returns its test metrics, time per epoch and peak memory.
+
+    ``extra``: ``{"tune": {...}}`` makes the run a tuning trial (it reports each validation score to
+    its study, may be pruned, and is not tested); ``{"per_user": path}`` writes the per-user test
+    values there (:mod:`recbole_mtl.significance`).
+    """
     from recbole.utils import init_logger, init_seed
 
     from recbole_mtl import pipeline
@@ -199,12 +284,27 @@ def worker(spec_text: str, dataset: str, config_dict: dict) -> dict:
     from recbole_mtl.utils import peak_rss_mb
 
     spec = parse_spec(spec_text)
+    extra = extra or {}
     config_dict = dict(config_dict)
     config_files = config_dict.pop("config_files", None)
-    if spec.model == CATEGORY_MLP:
+    reporter = None
+    if extra.get("tune"):
+        from recbole_mtl.tuning import TrialReporter
+
+        reporter = TrialReporter(extra["tune"])
+    if spec.model in (CATEGORY_MLP, CATEGORY_MLP_TEXT):
+        import optuna
+
         from recbole_mtl.baselines import train_category_mlp
 
-        return train_category_mlp(dataset, config_dict, config_files)
+        try:
+            result = train_category_mlp(dataset, config_dict, config_files,
+                                        callback_fn=reporter.report if reporter else None)
+        except optuna.TrialPruned as pruned:
+            return {"pruned": str(pruned)}
+        result["epoch_cap"] = int(config_dict["epochs"])
+        result["hit_cap"] = int(result["epochs_run"] >= int(config_dict["epochs"]))
+        return result
     config = Config(model=spec.model, dataset=dataset, config_file_list=config_files, config_dict=config_dict,
                     cmd_args=[])
     init_seed(config["seed"], config["reproducibility"])
@@ -216,16 +316,36 @@ def worker(spec_text: str, dataset: str, config_dict: dict) -> dict:
 
     def record(epoch_idx, valid_score):
         curve.append([round(time.perf_counter() - start, 2), float(valid_score)])
+        if reporter is not None:
+            reporter.report(epoch_idx, valid_score)  # raises optuna.TrialPruned when the pruner says so
 
-    best_valid_score, _ = trainer.fit(built.train_data, built.valid_data, saved=True, show_progress=False,
-                                      callback_fn=record)
+    try:
+        best_valid_score, _ = trainer.fit(built.train_data, built.valid_data, saved=True, show_progress=False,
+                                          callback_fn=record)
+    except Exception as e:  # noqa: BLE001 - only a pruned trial is caught, the rest re-raised
+        if type(e).__name__ != "TrialPruned":
+            raise
+        return {"pruned": str(e), "curve": json.dumps(curve)}
     train_time = time.perf_counter() - start
     epochs_run = max(1, len(trainer.train_loss_dict))
-    result = dict(trainer.evaluate(test_data, load_best_model=True))
-    if spec.tasks == ("interest",) and not spec.plugin:
-        result = _interest_metrics_of_baseline(trainer, test_data, config)
+    test: dict = {}
+    if not extra.get("tune"):
+        recorder = _TestRecorder(trainer, config["USER_ID_FIELD"])
+        result = dict(trainer.evaluate(test_data, load_best_model=True))
+        baseline_interest = None
+        if spec.tasks == ("interest",) and not spec.plugin:
+            result, baseline_interest = _interest_metrics_of_baseline(trainer, test_data, config)
+        test = {k: float(v) for k, v in result.items()}
+        if extra.get("per_user"):
+            from recbole_mtl.significance import write_npz
+
+            values = _per_user(built, recorder, trainer, baseline_interest)
+            if values:
+                write_npz(Path(extra["per_user"]), values)
     return {
-        "test": {k: float(v) for k, v in result.items()},
+        "test": test,
+        "epoch_cap": int(config["epochs"]),
+        "hit_cap": int(epochs_run >= int(config["epochs"])),
         "valid_score": float(best_valid_score),
         "epochs_run": epochs_run,
         "best_epoch": 1 + max(range(len(curve)), key=lambda i: curve[i][1] if trainer.valid_metric_bigger
@@ -240,7 +360,7 @@ def worker(spec_text: str, dataset: str, config_dict: dict) -> dict:
 
 # -- the benchmark ---------------------------------------------------------------------------------
 def _key(row: dict) -> tuple:
-    return (row["model"], int(row["seed"]), int(row["fold"]), float(row["learning_rate"]))
+    return (row["model"], int(row["seed"]), int(row["fold"]), float(row["learning_rate"]), row.get("params") or "")
 
 
 def read_runs(path: Path) -> list[dict]:
@@ -260,15 +380,18 @@ def write_runs(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def _run_one(spec: ModelSpec, dataset: str, config: dict, log_file: Path, timeout: int) -> dict:
+def _run_one(spec: ModelSpec, dataset: str, config: dict, log_file: Path, timeout: int,
+             extra: Optional[dict] = None) -> dict:
     """Run :func:`worker` in a fresh Python process; its output goes to ``log_file``."""
     code = ("import json, sys\nfrom recbole_mtl.benchmark import worker, RESULT_TAG\n"
-            "r = worker(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]))\nprint(RESULT_TAG + json.dumps(r), flush=True)\n")
+            "r = worker(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]))\n"
+            "print(RESULT_TAG + json.dumps(r), flush=True)\n")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH", "")])}
     with open(log_file, "w") as log:
-        proc = subprocess.run([sys.executable, "-c", code, spec.text, dataset, json.dumps(config)],
+        proc = subprocess.run([sys.executable, "-c", code, spec.text, dataset, json.dumps(config),
+                               json.dumps(extra or {})],
                               stdout=subprocess.PIPE, stderr=log, text=True, timeout=timeout, env=env)
         log.write(proc.stdout)
     lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_TAG)]
@@ -348,7 +471,8 @@ def _fmt(mean: float, std: float, n: int) -> str:
     return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
 
 
-def markdown(summary: dict, rows: list[dict], specs: list[ModelSpec], command: str, args: argparse.Namespace) -> str:
+def markdown(summary: dict, rows: list[dict], specs: list[ModelSpec], command: str, args: argparse.Namespace,
+             report: Optional[list[str]] = None) -> str:
     import recbole
     import torch
 
@@ -361,11 +485,17 @@ def markdown(summary: dict, rows: list[dict], specs: list[ModelSpec], command: s
     lines = [
         f"# Benchmark on {args.dataset}", "",
         f"Produced by: `{command}`  ",
-        f"Date: {date.today()}; {', '.join(versions)}; {os.cpu_count()} CPU cores.", "",
+        f"Date: {date.today()}; {', '.join(versions)}; Python {platform.python_version()}; "
+        f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} CPU cores.", "",
         f"Split: leave-one-out by time (each user's last interaction is the test case, the one before "
         f"it validation), the same for every model. Up to {args.epochs} epochs with early stopping "
-        f"(stopping_step={args.stopping_step}), MAX_ITEM_LIST_LENGTH={args.max_len}, learning rate chosen on "
-        f"validation from {args.lr_grid} per model, seed and fold; seeds {args.seed_list}"
+        f"(stopping_step={args.stopping_step}), MAX_ITEM_LIST_LENGTH={args.max_len}, "
+        + (f"each model tuned with {args.tune} Optuna trials on validation (below), its best configuration "
+           f"run with every seed" if getattr(args, "tune", 0) else
+           f"learning rate chosen on validation from {args.lr_grid} per model, seed and fold")
+        + f"; seeds {args.seed_list}; sequence task: "
+        + ("full ranking over all items" if getattr(args, "protocol", "full") == "full" else
+           f"{args.protocol} (the test item among 100 sampled negatives, RecBole's eval_args mode)")
         + (f"; category task: {args.folds}-fold over items" if args.folds > 1 else "")
         + (f". Every run reads {', '.join(f'`{Path(f).name}`' for f in args.config_files.split())}; what a RecBole "
            "model needs beyond it (load_col, its label, no negatives for a CE loss) is derived from it"
@@ -381,8 +511,9 @@ def markdown(summary: dict, rows: list[dict], specs: list[ModelSpec], command: s
         for m in metrics:
             values = [(s[m][0], name) for name, s in summary[task].items() if m in s]
             best[m] = (min if m in SMALLER else max)(values)[1]
-        lines += [f"## {task}", "", "| model | " + " | ".join(metrics) + " | runs | time/epoch (s) | peak RSS (MB) |",
-                  "|---" * (len(metrics) + 4) + "|"]
+        lines += [f"## {task}", "", "| model | " + " | ".join(metrics)
+                  + " | runs | time/epoch (s) | peak RSS (MB) | epochs run (best) | cut by the cap |",
+                  "|---" * (len(metrics) + 6) + "|"]
         for name, stats in summary[task].items():
             cells = []
             for m in metrics:
@@ -391,7 +522,8 @@ def markdown(summary: dict, rows: list[dict], specs: list[ModelSpec], command: s
             chosen = [r for r in rows if r["model"] == name and int(r["selected"]) == 1]
             tpe = _mean_std([float(r["time_per_epoch_s"]) for r in chosen])[0]
             rss = max(float(r["peak_rss_mb"]) for r in chosen)
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(chosen)} | {tpe:.1f} | {rss:.0f} |")
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(chosen)} | {tpe:.1f} | {rss:.0f} | "
+                         f"{_convergence(chosen, args.stopping_step)} |")
         lines.append("")
     mtl = [s.text for s in specs if s.plugin and len(s.tasks) > 1]
     if mtl:
@@ -410,7 +542,184 @@ def markdown(summary: dict, rows: list[dict], specs: list[ModelSpec], command: s
                 lines.append(f"| {task} | {figure} | >= {claimed:.0%} | " + " | ".join(cells) + " |")
         lines += [""] + [f"- {d}" for d in CLAIM_DEFINITIONS] + [""]
     lines += ["![main metrics per task](summary.png)", ""]
+    lines += report or []
     return "\n".join(lines)
+
+
+def cut_by_cap(row: dict, stopping_step: int) -> Optional[bool]:
+    """Whether the epoch cap, not early stopping, ended the run: it trained every epoch and its best
+    epoch lies within the last ``stopping_step`` ones (RecBole stops after ``stopping_step + 1``
+    evaluations without improvement), so it may still have been improving. None when unknown."""
+    if row.get("hit_cap") in (None, "") or row.get("best_epoch") in (None, ""):
+        return None
+    if not int(float(row["hit_cap"])):
+        return False
+    return int(float(row["epochs_run"])) - int(float(row["best_epoch"])) <= stopping_step
+
+
+def _convergence(chosen: list[dict], stopping_step: int) -> str:
+    """``"12, 9, 15 (best 8, 5, 11) | 1 of 3 (!)"``: epochs each run trained, its best epoch, how many
+    runs the cap cut short."""
+    runs = ", ".join(f"{r.get('epochs_run') or '?'}" for r in chosen)
+    best = ", ".join(f"{r.get('best_epoch') or '?'}" for r in chosen)
+    known = [c for c in (cut_by_cap(r, stopping_step) for r in chosen) if c is not None]
+    cut = sum(known)
+    flag = f"{cut} of {len(known)}" + (" (!)" if cut else "") if known else "-"
+    return f"{runs} (best {best}) | {flag}"
+
+
+def _curve(row: dict) -> list:
+    try:
+        return json.loads(row.get("curve") or "[]")
+    except ValueError:
+        return []
+
+
+def plot_curves(rows: list[dict], specs: list[ModelSpec], path: Path) -> None:
+    """Validation metric against training time (wall clock, incl. validation), one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in TASKS if any(s.tasks[0] == t for s in specs)]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        metric = ""
+        for k, spec in enumerate(s for s in specs if s.tasks[0] == task):
+            chosen = [r for r in rows if r["model"] == spec.text and int(r["selected"]) == 1]
+            for j, row in enumerate(chosen):
+                curve = _curve(row)
+                if curve:
+                    metric = row.get("valid_metric", "")
+                    ax.plot([t for t, _ in curve], [v for _, v in curve], marker=".", color=f"C{k % 10}",
+                            alpha=0.8, label=spec.text if j == 0 else None)
+        ax.set_xlabel("training time, s (incl. validation; the machine may be shared)")
+        ax.set_ylabel(f"validation {metric}")
+        ax.set_title(f"{task} (first task of each model)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    with atomic_open(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+#: Metrics tested for significance per task: per-user means, or recomputed on resampled interactions.
+SIGNIFICANCE = {"sequence": ["ndcg@10", "hit@10", "mrr@10"], "interest": ["interest_auc"]}
+
+
+def _reference(specs: list[ModelSpec]) -> Optional[ModelSpec]:
+    """The model every baseline is compared with: MTLRec if benchmarked, else the first multi-task spec."""
+    multi = [s for s in specs if s.plugin and len(s.tasks) > 1]
+    return next((s for s in multi if s.text == "MTLRec"), multi[0] if multi else None)
+
+
+def significance(rows: list[dict], specs: list[ModelSpec], out: Path, n_boot: int, seed: int) -> list[str]:
+    """The significance section: reference - baseline per task metric, 95% paired bootstrap interval."""
+    import numpy as np
+
+    from recbole_mtl import significance as sig
+
+    ref = _reference(specs)
+    if ref is None:
+        return []
+
+    def runs_of(spec: ModelSpec) -> dict[int, dict]:
+        found = {}
+        for r in rows:
+            if r["model"] == spec.text and int(r["selected"]) == 1 and r.get("per_user") and int(r["fold"]) == 0:
+                file = out / r["per_user"]
+                if file.is_file():
+                    found[int(r["seed"])] = sig.read_npz(file)
+        return found
+
+    ref_runs = runs_of(ref)
+    lines = ["## Significance", "",
+             f"{ref.text} minus each model on the same test cases: the mean difference over users (or test "
+             f"interactions) and seeds, and its 95% interval by a paired bootstrap ({n_boot} replicates, seed {seed}) "
+             "that resamples test users and seeds together, both models on the same draws (seed s of one model "
+             "paired with seed s of the other). Top-k metrics are means of per-user values (RecBole's `metric_info`); "
+             "AUC is not a mean over users, so each replicate recomputes it on the resampled test interactions. "
+             "*not significant*: the interval contains 0. Read from the per-run files under "
+             "[`per_user/`](per_user/) named in runs.csv.", "",
+             "| task | metric | compared with | difference | 95% interval | seeds | test cases | |",
+             "|---|---|---|---|---|---|---|---|"]
+    shown = 0
+    for task, metrics in SIGNIFICANCE.items():
+        if task not in ref.tasks:
+            continue
+        for spec in specs:
+            if spec.text == ref.text or task not in spec.tasks:
+                continue
+            other = runs_of(spec)
+            seeds = sorted(set(ref_runs) & set(other))
+            for metric in metrics:
+                if task == "interest":
+                    key, a_val, b_val = "interest_users", "interest_prob", "interest_prob"
+                else:
+                    key, a_val, b_val = "users", metric, metric
+                usable = [s for s in seeds if key in ref_runs[s] and key in other[s]
+                          and a_val in ref_runs[s] and b_val in other[s]]
+                if not usable:
+                    continue
+                a, b, n = sig.align([ref_runs[s] for s in usable], [other[s] for s in usable], key, a_val)
+                if n == 0:
+                    continue
+                if task == "interest":
+                    labels, _, _ = sig.align([ref_runs[s] for s in usable], [other[s] for s in usable], key,
+                                             "interest_label")
+                    stat_a, stat_b = sig.auc_statistic(a, labels), sig.auc_statistic(b, labels)
+                else:
+                    stat_a, stat_b = sig.mean_statistic(a), sig.mean_statistic(b)
+                interval = sig.paired_bootstrap(stat_a, stat_b, n, len(usable), n_boot=n_boot, seed=seed)
+                verdict = "significant" if interval.significant else "*not significant*"
+                lines.append(f"| {task} | {metric} | {spec.text} | {interval.mean:+.4f} | "
+                             f"[{interval.low:+.4f}, {interval.high:+.4f}] | {len(usable)} | {n} | {verdict} |")
+                shown += 1
+    if not shown:
+        return []
+    return lines + [""]
+
+
+def tuning_section(studies: dict, args: argparse.Namespace) -> list[str]:
+    if not studies:
+        return []
+    from recbole_mtl.tuning import STUDY_FILE, describe
+
+    lines = ["## Tuning", "",
+             f"{args.tune} trials per model (Optuna TPE seeded with {args.seed}, median pruning on the per-epoch "
+             f"validation metric), on seed {args.seed_list[0]}'s validation set; the search spaces are "
+             "`properties/search/<Model>.yaml` (`default.yaml` for a model without its own file); the studies are in "
+             f"`{STUDY_FILE}` (SQLite, one study per model, named dataset/model/digest of its space). Each model's "
+             "best configuration was then run with every seed on the test set (its parameters are in runs.csv, "
+             "column `params`).", "",
+             "| model | study | trials complete / pruned / failed | best validation | best configuration |",
+             "|---|---|---|---|---|"]
+    for name, st in studies.items():
+        lines.append(f"| {name} | `{st['study']}` | {st['complete']} / {st['pruned']} / {st['failed']} | "
+                     f"{st['best_value']:.4f} | {describe(st['best'])} |")
+    return lines + [""]
+
+
+def extra_sections(rows: list[dict], specs: list[ModelSpec], out: Path, studies: dict,
+                   args: argparse.Namespace) -> list[str]:
+    """Convergence note, tuning, significance and the learning curves, below the tables."""
+    capped = sorted({r["model"] for r in rows if int(r["selected"]) == 1 and cut_by_cap(r, args.stopping_step)})
+    lines = ["## Convergence", "",
+             f"Every run trains until its validation metric has not improved for {args.stopping_step} + 1 "
+             f"evaluations (early stopping) or until {args.epochs} epochs (the cap); the tables give each run's epochs "
+             "and its best epoch, and how many runs the cap cut short (they trained every epoch and their best epoch "
+             f"is among the last {args.stopping_step}: they may still have been improving). "
+             + (f"**Cut short by the cap (may not have converged; rerun with a larger --epochs): {', '.join(capped)}.**"
+                if capped else "The cap cut no run short: every run stopped early."), "",
+             "![validation metric against training time](curves.png)", ""]
+    lines += tuning_section(studies, args)
+    lines += significance(rows, specs, out, getattr(args, "bootstrap", 1000), args.seed)
+    return lines
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -448,13 +757,20 @@ def build_parser() -> argparse.ArgumentParser:
         "a markdown table and a chart under results/<dataset>/.",
     )
     parser.add_argument("--dataset", "-d", default="ml-100k")
-    parser.add_argument("--models", default="MTLRec,SASRec,GRU4Rec,DeepFM,MTLRec@category,CategoryMLP",
-                        help="comma-separated model specs: Model, Model@task+task, Model:balance, CategoryMLP")
+    parser.add_argument("--models", default="default",
+                        help="comma-separated model specs (Model, Model@task+task, Model:balance, CategoryMLP, "
+                        f"CategoryMLP+text) or a preset: {', '.join(f'{k} = {v}' for k, v in PRESETS.items())}")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (2020, 2021, ...)")
     parser.add_argument("--seed", type=int, default=2020, help="first seed")
     parser.add_argument("--epochs", type=int, default=20, help="at most this many epochs per run")
     parser.add_argument("--stopping_step", type=int, default=3, help="early-stopping patience (evaluations)")
     parser.add_argument("--lr_grid", default="0.001", help="comma-separated learning rates, chosen on validation")
+    parser.add_argument("--tune", type=int, default=0,
+                        help="N: tune every model with N Optuna trials (TPE, median pruning) on validation over "
+                        "properties/search/<Model>.yaml, then run the best configuration with every seed")
+    parser.add_argument("--protocol", default="full", choices=PROTOCOLS,
+                        help="sequence task: full ranking, or 100 sampled negatives (uniform / by popularity)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates of the significance tests")
     parser.add_argument("--folds", type=int, default=1, help="K-fold over items for the category task (K >= 2)")
     parser.add_argument("--max_len", type=int, default=20, help="MAX_ITEM_LIST_LENGTH of every sequential model")
     parser.add_argument("--label_field", default=None,
@@ -473,6 +789,74 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _label(spec: ModelSpec, seed: int, fold: int, lr: float, params: str) -> str:
+    tag = f"-p{hashlib.sha256(params.encode()).hexdigest()[:8]}" if params else ""
+    return f"{spec.text.replace(':', '_').replace('@', '_').replace('+', '_')}-s{seed}-f{fold}-lr{lr:g}{tag}"
+
+
+def tune(specs: list[ModelSpec], args: argparse.Namespace, base: dict, out: Path) -> dict:
+    """Run (or resume) ``args.tune`` trials per model; returns ``{spec text: study summary}``."""
+    from recbole_mtl import tuning
+
+    path = out / tuning.STUDY_FILE
+    studies = {}
+    for spec in specs:
+        space = tuning.load_space(tuning.space_path(spec.model.split("+")[0]))
+        conditions = {k: base.get(k) for k in ("epochs", "stopping_step", "max_len", "protocol", "overrides",
+                                                "label_field", "label_threshold")}
+        name = tuning.study_name(args.dataset, spec.text, space, conditions)
+        maximize = spec.valid_metric.lower() not in SMALLER
+        study = tuning.open_study(path, name, maximize, args.seed)
+        requeued = tuning.recover(study)
+        defaults = tuning.model_defaults(spec.model)
+        done = len(tuning.counted(study))
+        print(f"tune {spec.text}: study '{name}' in {path}: {done} of {args.tune} trials done"
+              + (f", {requeued} interrupted trial(s) queued again" if requeued else ""), flush=True)
+        # a spec that names its balancing method (MMoE:pcgrad) keeps it
+        distributions = {k: d for k, d in space.distributions().items() if not (spec.balance and k == "loss_balance")}
+        while done < args.tune:
+            trial = study.ask(distributions)
+            params = space.overrides(trial.params, defaults)
+            config = run_config(spec, args.seed_list[0], 0, 1, float(params.get("learning_rate", args.lrs[0])),
+                                base, params)
+            extra = {"tune": {"storage": tuning.storage_url(path), "study": name, "trial_id": trial._trial_id}}
+            log = out / "logs" / "tuning" / f"{_label(spec, args.seed_list[0], 0, 0, '')}-t{trial.number}.log"
+            t0 = time.perf_counter()
+            try:
+                result = _run_one(spec, args.dataset, config, log, args.timeout, extra)
+            except (RunFailedError, subprocess.TimeoutExpired) as e:
+                trial.set_user_attr(tuning.ERROR, str(e)[:500])
+                study.tell(trial, state=optuna_state("FAIL"))
+                print(f"  trial {trial.number} failed ({type(e).__name__}); log: {log}", flush=True)
+            else:
+                if "pruned" in result:
+                    study.tell(trial, state=optuna_state("PRUNED"))
+                    outcome = "pruned"
+                else:
+                    study.tell(trial, float(result["valid_score"]))
+                    outcome = f"{spec.valid_metric} {float(result['valid_score']):.4f}"
+                print(f"  trial {trial.number}: {tuning.describe(trial.params)}: {outcome} "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            done = len(tuning.counted(study))
+        states = [t.state.name for t in study.get_trials(deepcopy=False)]
+        best = tuning.best_params(study)
+        if best is None:
+            raise RunFailedError(f"tuning {spec.text}: no trial of study '{name}' completed (see the logs under "
+                                 f"{out / 'logs' / 'tuning'}); check the search space {space.path}.")
+        studies[spec.text] = {
+            "study": name, "space": str(space.path), "params": space.overrides(best, defaults), "best": best,
+            "best_value": float(study.best_value), "complete": states.count("COMPLETE"),
+            "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
+        }
+    return studies
+
+
+def optuna_state(name: str):
+    from optuna.trial import TrialState
+
+    return TrialState[name]
+
+
 def main(argv: Sequence[str]) -> dict:
     """Run (or resume) the benchmark; returns the summary."""
     from recbole_mtl.hardening import literal_convert
@@ -483,13 +867,15 @@ def main(argv: Sequence[str]) -> dict:
     if bad:
         parser.error(f"unrecognised argument(s) {bad}: config overrides take the form --key=value")
     overrides = literal_convert(dict(a[2:].split("=", 1) for a in unknown))
+    models = ",".join(PRESETS.get(m.strip(), m.strip()) for m in args.models.split(","))
     try:
-        specs = [parse_spec(s.strip()) for s in args.models.split(",") if s.strip()]
+        specs = [parse_spec(s.strip()) for s in models.split(",") if s.strip()]
         lrs = [float(x) for x in args.lr_grid.split(",") if x.strip()]
     except ValueError as e:
         raise ConfigError(f"--lr_grid must be comma-separated numbers, e.g. 0.001,0.003 ({e}).") from None
-    if args.seeds < 1 or args.folds < 1 or args.epochs < 1:
-        raise ConfigError("--seeds, --folds and --epochs must be at least 1.")
+    if args.seeds < 1 or args.folds < 1 or args.epochs < 1 or args.tune < 0:
+        raise ConfigError("--seeds, --folds and --epochs must be at least 1, --tune at least 0.")
+    args.lrs = lrs
     args.seed_list = [args.seed + i for i in range(args.seeds)]
     out = Path(args.out or Path("results") / args.dataset)
     runs_csv = out / "runs.csv"
@@ -498,29 +884,37 @@ def main(argv: Sequence[str]) -> dict:
     base = {"epochs": args.epochs, "stopping_step": args.stopping_step, "max_len": args.max_len,
             "checkpoint_dir": str(out / "checkpoints"), "label_field": args.label_field,
             "label_threshold": args.label_threshold, "data_path": args.data_path, "overrides": overrides,
-            "config_files": [str(Path(f).resolve()) for f in (args.config_files or "").split() if f]}
+            "config_files": [str(Path(f).resolve()) for f in (args.config_files or "").split() if f],
+            "protocol": args.protocol}
+    studies = tune(specs, args, base, out) if args.tune else {}
     plan = []
     for seed in args.seed_list:
         for spec in specs:
             folds = range(args.folds) if _item_tasks(spec) and args.folds > 1 else [0]
+            tuned = studies.get(spec.text, {}).get("params")
             for fold in folds:
-                for lr in lrs:
-                    plan.append((spec, seed, fold, lr))
-    todo = [p for p in plan if (p[0].text, p[1], p[2], p[3]) not in done]
+                for lr in ([float(tuned.get("learning_rate", lrs[0]))] if tuned is not None else lrs):
+                    plan.append((spec, seed, fold, lr, json.dumps(tuned, sort_keys=True) if tuned is not None else ""))
+    todo = [p for p in plan if (p[0].text, p[1], p[2], p[3], p[4]) not in done]
     print(f"benchmark {args.dataset}: {len(plan)} runs, {len(plan) - len(todo)} already in {runs_csv}, "
           f"{len(todo)} to go", flush=True)
     started = time.perf_counter()
-    for i, (spec, seed, fold, lr) in enumerate(todo, start=1):
+    for i, (spec, seed, fold, lr, params) in enumerate(todo, start=1):
         label = f"{spec.text} seed={seed}" + (f" fold={fold}" if args.folds > 1 else "") + f" lr={lr:g}"
-        print(f"[{i}/{len(todo)}] {label} ...", end=" ", flush=True)
-        config = run_config(spec, seed, fold, args.folds if _item_tasks(spec) else 1, lr, base)
+        print(f"[{i}/{len(todo)}] {label}{' (tuned)' if params else ''} ...", end=" ", flush=True)
+        config = run_config(spec, seed, fold, args.folds if _item_tasks(spec) else 1, lr, base,
+                            json.loads(params) if params else None)
         t0 = time.perf_counter()
-        log = out / "logs" / f"{spec.text.replace(':', '_').replace('@', '_')}-s{seed}-f{fold}-lr{lr:g}.log"
-        result = _run_one(spec, args.dataset, config, log, args.timeout)
-        row = {"model": spec.text, "seed": seed, "fold": fold, "learning_rate": lr, "tasks": "+".join(spec.tasks),
-               "selected": 0, "valid_metric": config.get("valid_metric", spec.valid_metric),
-               **{k: result.get(k, "") for k in ("valid_score", "epochs_run", "best_epoch", "time_per_epoch_s",
-                                                "train_time_s", "peak_rss_mb", "split", "curve")},
+        name = _label(spec, seed, fold, lr, params)
+        per_user = Path("per_user") / f"{name}.npz"
+        result = _run_one(spec, args.dataset, config, out / "logs" / f"{name}.log", args.timeout,
+                          {"per_user": str(out / per_user)})
+        row = {"model": spec.text, "seed": seed, "fold": fold, "learning_rate": lr, "params": params,
+               "tasks": "+".join(spec.tasks), "selected": 0, "protocol": args.protocol,
+               "valid_metric": config.get("valid_metric", spec.valid_metric),
+               "per_user": per_user.as_posix() if (out / per_user).exists() else "",
+               **{k: result.get(k, "") for k in ("valid_score", "epochs_run", "best_epoch", "epoch_cap", "hit_cap",
+                                                "time_per_epoch_s", "train_time_s", "peak_rss_mb", "split", "curve")},
                **result["test"]}
         rows.append(row)
         write_runs(runs_csv, select(rows))
@@ -530,11 +924,13 @@ def main(argv: Sequence[str]) -> dict:
         print(f"done in {time.perf_counter() - t0:.0f} s ({main_metric} {result['test'].get(main_metric, float('nan')):.4f}); "
               f"about {eta / 60:.0f} min left", flush=True)
     rows = select(read_runs(runs_csv))
-    planned = {(spec.text, seed, fold, lr) for spec, seed, fold, lr in plan}
+    planned = {(spec.text, seed, fold, lr, params) for spec, seed, fold, lr, params in plan}
     rows = [r for r in rows if _key(r) in planned]
     summary = summarise(rows, specs)
     command = "python run_recbole_mtl.py benchmark " + " ".join(argv)
-    atomic_write_text(out / "summary.md", markdown(summary, rows, specs, command.strip(), args))
+    report = extra_sections(rows, specs, out, studies, args)
+    atomic_write_text(out / "summary.md", markdown(summary, rows, specs, command.strip(), args, report))
     plot(summary, out / "summary.png")
-    print(f"wrote {runs_csv}, {out / 'summary.md'}, {out / 'summary.png'}")
+    plot_curves(rows, specs, out / "curves.png")
+    print(f"wrote {runs_csv}, {out / 'summary.md'}, {out / 'summary.png'}, {out / 'curves.png'}")
     return summary

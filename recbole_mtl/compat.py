@@ -152,8 +152,10 @@ class _RayTunePlaceholder(types.ModuleType):
 
     def __getattr__(self, name):
         raise ImportError(
-            f"ray.tune.{name} is needed only for RecBole's hyper-parameter tuning and ray is not "
-            "installed. Fix: pip install 'ray[tune]==2.6.3' 'setuptools>=77,<81'."
+            f"ray.tune.{name} is needed only for RecBole's hyper-parameter tuning (run_hyper) and ray is not "
+            "installed. Fix: tune with `python run_recbole_mtl.py benchmark --tune N --models=...` (Optuna, the "
+            "same trial budget for every model; docs/benchmark.md), or pip install 'ray[tune]==2.6.3' "
+            "'setuptools>=77,<81' for RecBole's own run_hyper."
         )
 
 

@@ -347,9 +347,12 @@ class MultiTaskTrainer(Trainer):
         return interaction, scores, positive_u, positive_i
 
     def _collect_pointwise(self, interaction, outputs) -> None:
+        uid = self.config["USER_ID_FIELD"]
         for name in self._tasks_by("pointwise"):
             column = self.model.task(name).label_column
-            self._pointwise.setdefault(name, []).append((outputs[name].detach().cpu(), interaction[column].cpu()))
+            users = interaction[uid].cpu() if uid in interaction else torch.zeros(0, dtype=torch.long)
+            scores = outputs[name].detach().cpu()
+            self._pointwise.setdefault(name, []).append((scores, interaction[column].cpu(), users))
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         """Evaluate every enabled task on ``eval_data`` (validation or test) in one result dict.
@@ -370,11 +373,15 @@ class MultiTaskTrainer(Trainer):
             if self._tasks_by("pointwise"):
                 self._evaluate_without_ranking(eval_data, show_progress)
         self.model.eval()
+        #: per pointwise task, the last evaluation's scores, labels and users (per interaction)
+        self.last_pointwise = {}
         for name in self._tasks_by("pointwise"):
             pairs = self._pointwise.get(name, [])
             if pairs:
-                result.update(self.model.task(name).metrics(torch.cat([p for p, _ in pairs]),
-                                                            torch.cat([y for _, y in pairs])))
+                probs, labels = torch.cat([p for p, _, _ in pairs]), torch.cat([y for _, y, _ in pairs])
+                users = torch.cat([u for _, _, u in pairs])
+                self.last_pointwise[name] = {"prob": probs, "label": labels, "users": users}
+                result.update(self.model.task(name).metrics(probs, labels))
         phase = "valid" if eval_data is self._valid_loader else "test"
         for name in self._tasks_by("items"):
             task = self.model.task(name)

@@ -26,6 +26,7 @@ Subclasses choose the mixture (:meth:`build_mixture`); everything else is shared
 
 from __future__ import annotations
 
+import copy
 from logging import getLogger
 from typing import Iterator, Optional
 
@@ -72,6 +73,15 @@ class _Batch:
         self.reps: dict[str, torch.Tensor] = {}
         self._ids = self._emb = self._rep_ids = self._rep = self._target_rep = None
 
+    def candidates(self, inverse: torch.Tensor, items: torch.Tensor) -> "_Batch":
+        """This batch's states repeated for candidate rows: row ``i`` scores ``items[i]`` from the
+        state of history ``inverse[i]`` (one encoder pass per history in sampled evaluation)."""
+        view = copy.copy(self)
+        view.reps = {name: rep[inverse] for name, rep in self.reps.items()}
+        view.rows, view.cols, view.item = self.rows[inverse], self.cols[inverse], self.item[inverse]
+        view.next_item = items
+        return view
+
     def label(self, column: str) -> torch.Tensor:
         if self.all_positions:
             return self.interaction[NEXT_PREFIX + column][self.rows, self.cols]
@@ -111,6 +121,9 @@ class MultiTaskRecommender(SequentialRecommender):
         self.dim = int(config["embedding_size"])
         dropout = float(config["dropout"] or 0.0)
         self.train_positions = str(config["train_positions"] or "all").lower()
+        self.sampled_scoring = str(config["sampled_scoring"] or "one_pass").lower()
+        if self.sampled_scoring not in ("one_pass", "repeated"):
+            raise ConfigError(f"sampled_scoring must be one_pass or repeated; got '{self.sampled_scoring}'.")
         if self.train_positions not in TRAIN_POSITIONS:
             raise ConfigError(f"train_positions must be one of {list(TRAIN_POSITIONS)}; got '{self.train_positions}'.")
         self.tasks = resolve_tasks(config, dataset)
@@ -381,9 +394,36 @@ class MultiTaskRecommender(SequentialRecommender):
         return self.predict_tasks(interaction)[self._ranking_task()]
 
     def predict(self, interaction) -> torch.Tensor:
-        """Score of ``interaction[ITEM_ID]`` as the next item (RecBole's sampled evaluation)."""
-        batch = self._step(interaction, training=False)
-        return self.heads[self._ranking_task()].score(batch)
+        """Score ``[N]`` of ``interaction[ITEM_ID]`` as the next item (RecBole's sampled evaluation).
+
+        RecBole's sampled evaluation (``uni100``, ``pop100``) repeats each history once per candidate
+        item. With ``sampled_scoring: one_pass`` each distinct history of the batch is encoded once
+        and its state scores all of its candidates; ``repeated`` encodes every row (RecBole's way).
+        """
+        task = self._ranking_task()
+        first, inverse = self._distinct_histories(interaction)
+        if self.sampled_scoring == "repeated" or len(first) == len(inverse):
+            return self.heads[task].score(self._step(interaction, training=False))
+        batch = self._step(interaction[first], training=False)
+        return self.heads[task].score(batch.candidates(inverse, interaction[self.POS_ITEM_ID]))
+
+    def _distinct_histories(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(first, inverse)``: the first row of each distinct history ``[G]`` and each row's
+        history ``[N]``; rows agree on every input but the candidate item (user, history, length,
+        and the target's time when the encoder reads times)."""
+        seq = interaction[self.ITEM_SEQ]
+        columns = [seq, interaction[self.ITEM_SEQ_LEN].view(-1, 1)]
+        if self.USER_ID in interaction:
+            columns.append(interaction[self.USER_ID].view(-1, 1))
+        if self.time_field is not None and self.time_field in interaction:
+            columns.append(interaction[self.time_field].view(-1, 1).to(seq.dtype))
+        keys = torch.cat([c.to(seq.dtype) for c in columns], dim=1)
+        _, inverse = torch.unique(keys, dim=0, return_inverse=True)
+        groups = int(inverse.max()) + 1 if len(inverse) else 0
+        positions = torch.arange(len(inverse), device=inverse.device)
+        first = torch.full((groups,), len(inverse), dtype=torch.long, device=inverse.device)
+        first = first.scatter_reduce(0, inverse, positions, reduce="amin")
+        return first, inverse
 
     def _ranking_task(self) -> str:
         """The task RecBole's ranking evaluation scores (``evaluation == "ranking"``)."""

@@ -1,0 +1,229 @@
+"""benchmark --tune and the benchmark's evidence: search spaces, studies that resume, pruning,
+paired bootstrap intervals, per-user metrics, and one-pass sampled scoring."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from recbole_mtl import tuning
+from recbole_mtl.errors import ConfigError
+from recbole_mtl.significance import auc, auc_statistic, mean_statistic, paired_bootstrap
+from tests.conftest import base_config
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"embedding_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32, "hidden_size": 16,
+         "shared_hidden": [16], "tower_hidden": [16], "MAX_ITEM_LIST_LENGTH": 10, "category_field": "class",
+         "load_col": None, "train_batch_size": 256, "eval_batch_size": 256}
+
+
+# -- paired bootstrap ---------------------------------------------------------------------------
+def test_bootstrap_interval_excludes_zero_for_a_clear_difference_and_includes_it_for_none():
+    rng = np.random.default_rng(1)
+    base = rng.random((3, 400))
+    better = [base[s] + 0.1 + rng.normal(0, 0.05, 400) for s in range(3)]
+    clear = paired_bootstrap(mean_statistic(better), mean_statistic(list(base)), 400, 3, n_boot=500, seed=3)
+    assert clear.significant and clear.low > 0.05 and abs(clear.mean - 0.1) < 0.01
+    noise = [base[s] + rng.normal(0, 0.05, 400) for s in range(3)]
+    none = paired_bootstrap(mean_statistic(noise), mean_statistic(list(base)), 400, 3, n_boot=500, seed=3)
+    assert not none.significant and none.low < 0 < none.high
+
+
+def test_bootstrap_interval_matches_a_direct_computation():
+    rng = np.random.default_rng(5)
+    diff = rng.normal(0.02, 0.2, 1000)
+    got = paired_bootstrap(mean_statistic([diff]), mean_statistic([np.zeros(1000)]), 1000, 1, n_boot=400, seed=11)
+    draws = np.random.default_rng(11)  # the same draws, by hand
+    means = []
+    for _ in range(400):
+        idx = draws.integers(0, 1000, 1000)
+        draws.integers(0, 1, 1)
+        means.append(diff[idx].mean())
+    assert (got.low, got.high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+    assert got.mean == pytest.approx(diff.mean())
+    half = 1.96 * diff.std(ddof=1) / np.sqrt(1000)  # the normal approximation agrees closely
+    assert got.low == pytest.approx(diff.mean() - half, abs=0.004)
+    assert got.high == pytest.approx(diff.mean() + half, abs=0.004)
+
+
+def test_auc_bootstrap_pairs_the_interactions_of_both_models():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(2)
+    labels = rng.random(600) < 0.5
+    good, weak = labels + rng.normal(0, 0.6, 600), labels + rng.normal(0, 1.5, 600)
+    assert auc(good, labels) == pytest.approx(roc_auc_score(labels, good))
+    interval = paired_bootstrap(auc_statistic([good], [labels]), auc_statistic([weak], [labels]), 600, 1,
+                                n_boot=300, seed=0)
+    assert interval.significant and interval.mean == pytest.approx(auc(good, labels) - auc(weak, labels))
+
+
+# -- search spaces --------------------------------------------------------------------------------
+def test_every_shipped_search_space_is_valid():
+    files = sorted((REPO / "properties" / "search").glob("*.yaml"))
+    assert {"default.yaml", "MTLRec.yaml", "SASRec.yaml", "DeepFM.yaml"} <= {f.name for f in files}
+    for file in files:
+        space = tuning.load_space(file)
+        assert "learning_rate" in space.distributions()
+    assert tuning.space_path("NoSuchModel").name == "default.yaml"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr: {type: float, low: 0.1, high: 0.01}\n",
+     r"x\.yaml:1: parameter 'lr': bad range: low \(0.1\) must be below high"),
+    ("a: {type: float, low: 0.0, high: 1.0}\nlr: {type: float, low: 0.0, high: 0.1, log: true}\n",
+     r"x\.yaml:2: parameter 'lr': bad range: log: true needs low > 0"),
+    ("lr: {type: float, low: 0.1, hihg: 0.2}\n", r"x\.yaml:1: parameter 'lr': unknown field\(s\) \['hihg'\]"),
+    ("lr: {type: real, low: 0.1, high: 0.2}\n", r"x\.yaml:1: parameter 'lr': field 'type' is 'real'"),
+    ("size: {type: categorical, choices: []}\n", r"parameter 'size': field 'choices' must be a non-empty list"),
+    ("size: {type: int, low: 1.5, high: 4}\n", r"type: int needs whole-number low and high"),
+    ("lr: 0.1\n", r"x\.yaml:1: parameter 'lr': expected a mapping"),
+])
+def test_search_space_errors_name_file_line_and_field(tmp_path, text, message):
+    (tmp_path / "x.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        tuning.load_space(tmp_path / "x.yaml")
+
+
+def test_dotted_parameters_merge_into_the_models_dict_and_the_digest_follows_the_space(tmp_path):
+    (tmp_path / "a.yaml").write_text("task_weights.interest: {type: float, low: 0.1, high: 2.0}\n")
+    space = tuning.load_space(tmp_path / "a.yaml")
+    defaults = tuning.model_defaults("MTLRec")
+    merged = space.overrides({"task_weights.interest": 0.7}, defaults)
+    assert merged["task_weights"] == {**defaults["task_weights"], "interest": 0.7}
+    (tmp_path / "b.yaml").write_text("# a comment\ntask_weights.interest: {type: float, low: 0.1, high: 2.0}\n")
+    (tmp_path / "c.yaml").write_text("task_weights.interest: {type: float, low: 0.1, high: 3.0}\n")
+    assert tuning.load_space(tmp_path / "b.yaml").digest == space.digest
+    assert tuning.load_space(tmp_path / "c.yaml").digest != space.digest
+
+
+# -- pruning --------------------------------------------------------------------------------------
+def test_a_trial_worse_than_the_median_is_pruned(tmp_path):
+    path = tmp_path / "tuning.db"
+    study = tuning.open_study(path, "d/M/0", maximize=True, seed=0)
+    for value in (0.5, 0.6, 0.55):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        for step in range(3):
+            trial.report(value, step)
+        study.tell(trial, value)
+    reporter_of = lambda trial: tuning.TrialReporter(  # noqa: E731 - as the trial's own process opens it
+        {"storage": tuning.storage_url(path), "study": "d/M/0", "trial_id": trial._trial_id})
+    good = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    reporter_of(good).report(0, 0.7)  # above the median: goes on
+    bad = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 0"):
+        reporter_of(bad).report(0, 0.1)
+
+
+# -- a study survives its process being killed -----------------------------------------------------
+def _trials(path: Path, prefix: str) -> list:
+    """The trials of the one study whose name starts with ``prefix`` (none while it does not exist)."""
+    if not path.exists():
+        return []
+    try:
+        names = [n for n in optuna.get_all_study_names(tuning.storage_url(path)) if n.startswith(prefix)]
+        return optuna.load_study(study_name=names[0], storage=tuning.storage_url(path)).get_trials(deepcopy=False) \
+            if names else []
+    except Exception:  # noqa: BLE001 - the file may be mid-creation
+        return []
+
+
+def test_tuning_resumes_after_its_process_is_killed(tmp_path):
+    from tests.conftest import write_slice
+
+    write_slice(tmp_path / "data", max_user=40)
+    out = tmp_path / "out"
+    argv = [sys.executable, str(REPO / "run_recbole_mtl.py"), "benchmark", "--dataset=ml-slice",
+            f"--data_path={tmp_path / 'data'}", f"--out={out}", "--models=CategoryMLP", "--tune=3", "--seeds=1",
+            "--epochs=2", "--category_field=class"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    name = "ml-slice/CategoryMLP/"
+    path = out / tuning.STUDY_FILE
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        states = [t.state for t in _trials(path, name)]
+        if optuna.trial.TrialState.COMPLETE in states or optuna.trial.TrialState.PRUNED in states:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the tuning run ended before a trial was stored"
+    os.killpg(proc.pid, signal.SIGKILL)  # the benchmark and the trial it runs
+    proc.wait()
+    before = {t.number: (t.state, t.params) for t in _trials(path, name)
+              if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)}
+    assert before
+
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    trials = _trials(path, name)
+    counted = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(counted) == 3  # the total reaches N, not N more
+    assert all((t.state, t.params) == before[t.number] for t in counted if t.number in before)  # kept, not re-run
+    interrupted = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert all(t.user_attrs.get(tuning.INTERRUPTED) for t in interrupted)
+    assert "## Tuning" in (out / "summary.md").read_text() and (out / "curves.png").is_file()
+    rows = (out / "runs.csv").read_text()
+    assert '"{""dropout""' in rows  # the rows carry the tuned parameters
+
+
+# -- per-user metrics and one-pass sampled scoring --------------------------------------------------
+def _built(data_root, model="MTLRec", **overrides):
+    from recbole_mtl import pipeline
+    from recbole_mtl.config import Config
+
+    config = Config(model=model, dataset="ml-slice", config_dict=base_config(data_root, **{**SMALL, **overrides}),
+                    cmd_args=[])
+    return pipeline.build(config)
+
+
+def test_per_user_metrics_average_to_recboles_reported_values(data_root, workdir):
+    from recbole_mtl.benchmark import _per_user, _TestRecorder
+
+    built = _built(data_root, model="SASRec", train_neg_sample_args=None, metrics=["NDCG", "Hit", "MRR", "Recall"],
+                   topk=[5, 10])
+    recorder = _TestRecorder(built.trainer, built.config["USER_ID_FIELD"])
+    result = built.trainer.evaluate(built.test_data, load_best_model=False)
+    values = _per_user(built, recorder, built.trainer, None)
+    assert len(values["users"]) == len(set(values["users"])) == len(values["ndcg@10"]) > 0
+    for metric in ("ndcg@10", "hit@10", "mrr@5", "recall@5"):
+        assert values[metric].mean() == pytest.approx(result[metric], abs=1e-4), metric
+    assert values["hit@10"].max() > 0  # the test can fail: not all zeros
+
+
+def test_one_pass_sampled_scoring_equals_the_repeated_pass(data_root, workdir):
+    eval_args = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user",
+                 "mode": {"valid": "uni100", "test": "uni100"}}
+    results, scores = {}, {}
+    for way in ("repeated", "one_pass"):
+        built = _built(data_root, eval_args=eval_args, sampled_scoring=way, tasks=["sequence", "interest"])
+        built.model.eval()
+        batch = next(iter(built.test_data))[0]
+        with torch.no_grad():
+            scores[way] = built.model.predict(batch)
+        results[way] = built.trainer.evaluate(built.test_data, load_best_model=False)
+    assert len(torch.unique(batch["user_id"])) < len(batch)  # the batch holds repeated histories
+    torch.testing.assert_close(scores["one_pass"], scores["repeated"], rtol=1e-5, atol=1e-5)
+    ranking = {k: v for k, v in results["repeated"].items() if "@" in k}
+    assert ranking and ranking == {k: results["one_pass"][k] for k in ranking}
+
+
+def test_the_protocol_applies_to_the_sequence_task_only():
+    from recbole_mtl.benchmark import parse_spec, run_config
+
+    args = {"epochs": 1, "stopping_step": 1, "max_len": 10, "checkpoint_dir": "c", "protocol": "uni100"}
+    mode = {name: run_config(parse_spec(name), 1, 0, 1, 0.001, args, {"dropout": 0.3})["eval_args"]["mode"]
+            for name in ("SASRec", "MTLRec", "MTLRec@category", "DeepFM")}
+    assert mode == {"SASRec": {"valid": "uni100", "test": "uni100"}, "MTLRec": {"valid": "uni100", "test": "uni100"},
+                    "MTLRec@category": "full", "DeepFM": "labeled"}
+    assert run_config(parse_spec("MTLRec"), 1, 0, 1, 0.001, args, {"learning_rate": 0.01})["learning_rate"] == 0.01
