@@ -69,3 +69,8 @@ class InferenceInputError(RecboleMTLError, ValueError):
 
 class OutputPathError(RecboleMTLError, OSError):
     """An output file cannot be written where the user asked (checked before any work)."""
+
+
+class UnsureCheck(RecboleMTLError):
+    """Internal to the atomic-file check: its fast path saw something it does not decide, and the
+    line-by-line check decides instead (never reaches a user)."""

@@ -176,3 +176,28 @@ def test_histories_hold_every_interaction_even_a_users_only_one(tmp_path):
     assert dataset.field2id_token["item_id"][int(histories.items[histories.starts[user]])] == first.split("\t")[1]
     users = torch.arange(1, dataset.user_num)
     assert int(histories.length(users).sum()) == len(rows)  # every interaction of the file
+
+
+def test_item_ids_checked_unique_are_not_hashed_again_and_unchecked_ones_are(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from recbole_mtl.data import checked
+    from tests.conftest import write_slice
+
+    write_slice(tmp_path, "ml-dup", max_user=20)
+    config = Config(model="MTLRec", dataset="ml-dup", cmd_args=[],
+                    config_dict={**base_config(tmp_path, **TINY), "dataset": "ml-dup", "data_path": str(tmp_path)})
+    calls = []
+    original = pd.DataFrame.drop_duplicates
+    monkeypatch.setattr(pd.DataFrame, "drop_duplicates",
+                        lambda self, *a, **k: calls.append(k.get("subset")) or original(self, *a, **k))
+    dataset = build_data_and_model(config)[0]
+    assert ["item_id"] not in calls and ["user_id"] not in calls  # the check found no repeated id
+    monkeypatch.setattr(checked, "_UNIQUE_IDS", {})
+    with open(tmp_path / "ml-dup" / "ml-dup.item", "a") as f:  # changed since the check
+        f.write("1\t" + "\t".join([""] * (len(dataset.item_feat.columns) - 1)) + "\n")
+    config["validate_data"] = False
+    from recbole_mtl.hardening import safe_create_dataset
+
+    safe_create_dataset(config)
+    assert ["item_id"] in calls and ["user_id"] in calls  # RecBole's own drop

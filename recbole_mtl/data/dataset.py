@@ -26,6 +26,7 @@ Which tasks can run on a dataset is decided by the tasks themselves (``recbole_m
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import numpy as np
@@ -36,6 +37,7 @@ from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
 from recbole_mtl.data.labels import label_sources
+from recbole_mtl.data.checked import ids_checked_unique
 from recbole_mtl.errors import ConfigError
 
 
@@ -162,6 +164,20 @@ class MultiTaskDataset(SequentialDataset):
             elif ftype == FeatureType.TOKEN_SEQ:
                 split_point = np.cumsum(feat[field].agg(len))[:-1]
                 feat[field] = np.split(new_ids, split_point)
+
+    def _load_user_or_item_feat(self, token, dataset_path, source, field_name):
+        """RecBole's, without its drop of repeated ids when this process's check of the file found
+        none (RecBole hashes every id again; the check refuses a repeated id, naming both lines)."""
+        feat_path = os.path.join(dataset_path, f"{token}.{source.value}")
+        field = getattr(self, field_name, None)
+        if field is None or not os.path.isfile(feat_path) or not ids_checked_unique(feat_path, field):
+            return super()._load_user_or_item_feat(token, dataset_path, source, field_name)
+        feat = self._load_feat(feat_path, source)
+        if feat is None or field not in feat:  # RecBole's own handling (and errors)
+            return super()._load_user_or_item_feat(token, dataset_path, source, field_name)
+        if field in self.field2source:
+            self.field2source[field] = FeatureSource(source.value + "_id")
+        return feat
 
     def _filter_by_inter_num(self):
         """RecBole's k-core filter, skipped when its intervals admit every count (the default

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import heapq
 import io
 import math
 import os
@@ -41,8 +42,9 @@ import numpy as np
 import pandas as pd
 
 from recbole_mtl.data.build import build_dataset, empty_dataset_error  # noqa: F401  (re-exported)
+from recbole_mtl.data.checked import record_unique_ids
 from recbole_mtl.data.labels import label_sources
-from recbole_mtl.errors import DataValidationError
+from recbole_mtl.errors import DataValidationError, UnsureCheck
 
 #: The field types of RecBole's atomic files.
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -318,10 +320,6 @@ FAST_CHUNK_BYTES = 8 << 20
 _BOM = "\ufeff".encode("utf-8")
 
 
-class _Unsure(Exception):
-    """The fast path saw something it does not decide; the line-by-line check does."""
-
-
 def _is_utf8(encoding: str) -> bool:
     try:
         return codecs.lookup(encoding).name == "utf-8"
@@ -350,7 +348,7 @@ def _chunks(raw, size: int):
 
 def _line_ends(chunk: bytes, arr: np.ndarray, sep_byte: int, width: int) -> tuple:
     """``(starts, ends, groups)`` of ``chunk``'s lines (``groups``: each line's separator positions,
-    one row per line); raises :class:`_Unsure` unless every line has exactly ``width`` fields, is
+    one row per line); raises :class:`UnsureCheck` unless every line has exactly ``width`` fields, is
     not blank and is shorter than ``csv``'s field size limit."""
     ends = np.flatnonzero(arr == 10)
     if chunk[-1:] != b"\n":
@@ -360,15 +358,15 @@ def _line_ends(chunk: bytes, arr: np.ndarray, sep_byte: int, width: int) -> tupl
     starts[1:] = ends[:-1] + 1
     lengths = ends - starts
     if lengths.min() == 0 or lengths.max() > csv.field_size_limit():
-        raise _Unsure("a blank or overlong line")
+        raise UnsureCheck("a blank or overlong line")
     seps = np.flatnonzero(arr == sep_byte)
     if len(seps) != len(ends) * (width - 1):
-        raise _Unsure("a row with another column count")
+        raise UnsureCheck("a row with another column count")
     # the separators in order, width - 1 per line: each line's group lies inside it exactly when
     # every line has width - 1 of them (the total is right)
     groups = seps.reshape(len(ends), width - 1)
     if width > 1 and ((groups[:, 0] < starts).any() or (groups[:, -1] > ends).any()):
-        raise _Unsure("a row with another column count")
+        raise UnsureCheck("a row with another column count")
     return starts, ends, groups
 
 
@@ -392,23 +390,23 @@ def _only(starts: np.ndarray, ends: np.ndarray, excluded: np.ndarray) -> bool:
 
 def _fast_check(path: Path, rules: FileRules, sep: str, seq_sep: str, encoding: str) -> FileReport:
     """What :func:`_check_rows` reports for ``path``, from vectorised checks over chunks of the file
-    read by pandas' C parser; raises :class:`_Unsure` (or anything else) where it cannot be sure the
+    read by pandas' C parser; raises :class:`UnsureCheck` (or anything else) where it cannot be sure the
     file passes, and the caller then runs :func:`_check_rows`, the one authority for messages."""
     if not _is_utf8(encoding) or not isinstance(sep, str) or len(sep) != 1 or ord(sep) > 127 \
             or sep in '"\r\n\x00':
-        raise _Unsure("an encoding or separator only the line-by-line check handles")
+        raise UnsureCheck("an encoding or separator only the line-by-line check handles")
     with open(path, "rb") as raw:
         head = raw.readline()
         if any(b in head for b in (b'"', b"\x00", b"\r")):
-            raise _Unsure("a quote, NUL or carriage return in the header")
+            raise UnsureCheck("a quote, NUL or carriage return in the header")
         text = head.decode("utf-8")
         header = parse_header(path, text[:-1] if text.endswith("\n") else text, sep)
         if any(name not in header for name in rules.required_fields):
-            raise _Unsure("a required field is missing")
+            raise UnsureCheck("a required field is missing")
         names = list(header)
         loaded = [rules.load_col is None or n in rules.load_col for n in names]
         if any(loaded[i] and header[n] == "float_seq" for i, n in enumerate(names)):
-            raise _Unsure("a float_seq column")
+            raise UnsureCheck("a float_seq column")
         report = FileReport(path=path, header=header, ids={n: set() for n in rules.collect_ids if n in header})
         floats = [(i, n in rules.required_values) for i, n in enumerate(names) if loaded[i] and header[n] == "float"]
         tokens = [i for i, n in enumerate(names) if loaded[i] and n in rules.nonempty_tokens]
@@ -424,10 +422,10 @@ def _fast_check(path: Path, rules: FileRules, sep: str, seq_sep: str, encoding: 
         plain_ids = as_text - {i for i, _ in floats} - ({unique} if unique_set is None else set())
         for chunk in _chunks(raw, FAST_CHUNK_BYTES):
             if b'"' in chunk or b"\x00" in chunk or b"\r" in chunk:
-                raise _Unsure("a quote, NUL or carriage return")
+                raise UnsureCheck("a quote, NUL or carriage return")
             if not chunk.isascii():
                 if _BOM in chunk:  # pandas drops one at the start of its input
-                    raise _Unsure("a byte-order mark")
+                    raise UnsureCheck("a byte-order mark")
                 chunk.decode("utf-8")  # a decode error: the line-by-line check names the line
             arr = np.frombuffer(chunk, dtype=np.uint8)
             starts, ends, groups = _line_ends(chunk, arr, sep_byte, width)
@@ -457,7 +455,7 @@ def _fast_check(path: Path, rules: FileRules, sep: str, seq_sep: str, encoding: 
                                 float_precision="round_trip", index_col=False, engine="c", encoding="utf-8",
                                 skip_blank_lines=False)
             if len(frame) != lines or list(frame.columns) != columns:
-                raise _Unsure("pandas split the chunk otherwise")
+                raise UnsureCheck("pandas split the chunk otherwise")
             values = {i: frame[i].to_numpy(dtype=None if i in numbers or i in integers else object) for i in columns}
             del frame
             for i, required in floats:
@@ -466,31 +464,31 @@ def _fast_check(path: Path, rules: FileRules, sep: str, seq_sep: str, encoding: 
                     empty = numbers[i]
                     if not np.array_equal(np.isnan(column), empty) or (required and empty.any()) \
                             or not np.isfinite(column[~empty]).all():
-                        raise _Unsure("an empty or infinite number")
+                        raise UnsureCheck("an empty or infinite number")
                     continue
                 empty = column == ""
                 if empty.any():
                     if required:
-                        raise _Unsure("an empty required number")
+                        raise UnsureCheck("an empty required number")
                     column = column[~empty]
                 if not np.isfinite(column.astype(np.float64)).all():  # float() on each, as _check_rows
-                    raise _Unsure("a number that is not finite")
+                    raise UnsureCheck("a number that is not finite")
             for i in tokens:
                 if i not in integers and ((values[i] == "").any() or any(map(str.isspace, values[i]))):
-                    raise _Unsure("an empty id")
+                    raise UnsureCheck("an empty id")
             for i, seen in ids:
                 seen.update(map(str, np.unique(values[i]).tolist()) if i in integers else values[i])
             if unique is not None and unique_set is None:
                 hashes.append(np.fromiter(map(hash, values[unique]), dtype=np.int64, count=lines))
             del values
     if unique_set is not None and len(unique_set) != rows:
-        raise _Unsure("an id on two rows")
+        raise UnsureCheck("an id on two rows")
     if hashes:
         every = np.concatenate(hashes)
         del hashes
         every.sort()
         if (every[1:] == every[:-1]).any():
-            raise _Unsure("an id (or its hash) on two rows")
+            raise UnsureCheck("an id (or its hash) on two rows")
     report.rows = rows
     return report
 
@@ -537,6 +535,8 @@ def check_file(path: Path, rules: FileRules, sep: str = "\t", seq_sep: str = " "
         raise DataValidationError(
             f"{path}: the file has a header but no rows. Add one interaction per line."
         )
+    if rules.unique_ids in report.header:
+        record_unique_ids(path, rules.unique_ids)
     return report
 
 
@@ -673,7 +673,7 @@ def validate_dataset(config) -> list[str]:
         headers[suffix] = report.header
         unused = report.ids.get(id_field, set()) - used
         if unused:
-            examples = ", ".join(repr(x) for x in sorted(unused)[:_EXAMPLES])
+            examples = ", ".join(repr(x) for x in heapq.nsmallest(_EXAMPLES, unused))
             warnings.append(
                 f"{path}: {len(unused)} of {len(report.ids[id_field])} {noun} have no interaction in "
                 f"{name}.inter (e.g. {examples}); RecBole keeps their rows but nothing trains them."
