@@ -12,7 +12,8 @@ Synthetic data from ``dataset/make_synthetic.py`` (written once under ``--data_d
   same run, 1 and 2 processes each; the 1-process model then saves a checkpoint and
   ``score`` / ``recommend`` (``recbole_mtl.inference``) answer from it.
 * ``scale``: for each size S of ``--scale``, S items and S interactions (S / 50 users): 1 and 2
-  processes, to find the largest size one process holds and what 2 processes need per rank.
+  processes, to find the largest size one process holds and what 2 processes need per rank
+  (sizes not in ``--train_scale`` only build: loading and tables, no epoch).
 
 MTLRec (sequence + interest tasks, sampled softmax over 1000 items, embedding_size 64, one
 Transformer layer, MAX_ITEM_LIST_LENGTH 20, 128 windows a batch split over the ranks, SGD on the
@@ -83,10 +84,12 @@ def worker(spec: dict) -> None:
     build_s = time.perf_counter() - start
     build_rss = _rss()
     distributed.barrier()
-    start = time.perf_counter()
-    trainer._train_epoch(train_data, 0, show_progress=distributed.rank() == 0)
-    distributed.barrier()
-    epoch_s = time.perf_counter() - start
+    epoch_s = None
+    if spec.get("train", True):
+        start = time.perf_counter()
+        trainer._train_epoch(train_data, 0, show_progress=distributed.rank() == 0)
+        distributed.barrier()
+        epoch_s = time.perf_counter() - start
     targets = len(train_data._dataset)  # training targets: one RecBole training row each
     per_rank = [(*build_rss, *_rss())]
     if distributed.is_distributed():
@@ -94,7 +97,7 @@ def worker(spec: dict) -> None:
         torch.distributed.all_gather_object(per_rank, (*build_rss, *_rss()))
     row = {**spec["label"], "world_size": distributed.world_size(), "targets": targets,
            "item_rows": int(model.n_items), "build_s": build_s, "epoch_s": epoch_s,
-           "interactions_per_s": targets / epoch_s, "peak_rss_gib": [r[2] for r in per_rank],
+           "interactions_per_s": targets / epoch_s if epoch_s else None, "peak_rss_gib": [r[2] for r in per_rank],
            "build_peak_rss_gib": [r[0] for r in per_rank], "rss_after_gib": [r[3] for r in per_rank]}
     if spec.get("inference") and not distributed.is_distributed():
         row["inference"] = inference(trainer, spec)
@@ -258,8 +261,9 @@ def report(rows: list[dict], command: str, args: argparse.Namespace, out_md: Pat
                     continue
                 if world == 1:
                     fits.append(size)
-                lines.append(f"| {size:,} | {world} | {r['build_s']:.1f} | {_gib(r['peak_rss_gib'])} | "
-                             f"{r['epoch_s']:.1f} | {r['interactions_per_s']:,.0f} |")
+                trained = (f"{r['epoch_s']:.1f} | {r['interactions_per_s']:,.0f}" if r["epoch_s"]
+                           else "not trained (built only) | ")
+                lines.append(f"| {size:,} | {world} | {r['build_s']:.1f} | {_gib(r['peak_rss_gib'])} | {trained} |")
         if fits:
             one, two = find(f"scale-{max(fits)}", 1), find(f"scale-{max(fits)}", 2)
             if two and "peak_rss_gib" in two:
@@ -301,6 +305,8 @@ def main() -> None:
     parser.add_argument("--baseline_repo", default=None, help="another checkout measured as 'before'")
     parser.add_argument("--baseline_label", default=None, help="what the baseline checkout is (for the report)")
     parser.add_argument("--scale", default="", help="comma-separated sizes S (S items, S interactions)")
+    parser.add_argument("--train_scale", default=None,
+                        help="the sizes of --scale that also train an epoch (default: all); the others only build")
     parser.add_argument("--recommend_users", type=int, default=100, help="users recommend answers (big case)")
     parser.add_argument("--mem_limit_gib", type=float, default=21.0,
                         help="stop a configuration whose processes together pass this resident memory")
@@ -328,20 +334,19 @@ def main() -> None:
         if "after" in wanted:
             plan += [("after", str(REPO), big, 1, {"inference": args.recommend_users}), ("after", str(REPO), big, 2, {})]
         if "scale" in wanted:
-            plan += [(f"scale-{s}", str(REPO), f"synth-scale-{s}", w, {"size": s}) for s in sizes for w in (1, 2)]
-        done = {(json.loads(line)["name"], json.loads(line)["world_size"])
-                for line in (jsonl.read_text().splitlines() if jsonl.exists() else []) if line.strip()}
+            trained = sizes if args.train_scale is None else [int(s) for s in args.train_scale.split(",") if s]
+            plan += [(f"scale-{s}", str(REPO), f"synth-scale-{s}", w, {"size": s, "train": s in trained})
+                     for s in sizes for w in (1, 2)]
         redo = {(name, world) for name, _, _, world, _ in plan}
         kept = [line for line in (jsonl.read_text().splitlines() if jsonl.exists() else [])
                 if line.strip() and (json.loads(line)["name"], json.loads(line)["world_size"]) not in redo]
         staged = jsonl.with_suffix(".jsonl.partial")
         staged.write_text("".join(line + "\n" for line in kept))
-        del done
         for name, repo, dataset, world, extra in plan:
             checkpoint_dir = REPO / "saved" / "bench" / f"{name}-{world}"
             spec = {"config": model_config(args.data_dir, dataset, world > 1, checkpoint_dir),
                     "label": {"name": name, "size": extra.get("size")}, "repo": repo, "out": str(staged),
-                    "inference": extra.get("inference")}
+                    "inference": extra.get("inference"), "train": extra.get("train", True)}
             run(spec, world, args.mem_limit_gib)
         os.replace(staged, jsonl)  # the results file is replaced whole, once every run is done
     rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
