@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import threading
@@ -264,12 +265,18 @@ def report(rows: list[dict], command: str, args: argparse.Namespace, out_md: Pat
                 trained = (f"{r['epoch_s']:.1f} | {r['interactions_per_s']:,.0f}" if r["epoch_s"]
                            else "not trained (built only) | ")
                 lines.append(f"| {size:,} | {world} | {r['build_s']:.1f} | {_gib(r['peak_rss_gib'])} | {trained} |")
+        both = [size for size in fits if "peak_rss_gib" in (find(f"scale-{size}", 2) or {})]
         if fits:
-            one, two = find(f"scale-{max(fits)}", 1), find(f"scale-{max(fits)}", 2)
-            if two and "peak_rss_gib" in two:
-                lines += ["", f"Largest size that fits one process: {max(fits):,}; there the peak RSS per rank with "
-                          f"2 processes is {max(two['peak_rss_gib']) / max(one['peak_rss_gib']):.2f}x the "
-                          "1-process peak."]
+            lines += ["", f"Largest size measured in one process: {max(fits):,}."]
+        for size in fits:
+            two = find(f"scale-{size}", 2)
+            if two and "stopped_at_gib" in two:
+                lines.append(f"At {size:,}, 2 processes did not fit: together past {two['stopped_at_gib']} GiB "
+                             "(every rank loads the whole dataset).")
+        if both:
+            one, two = find(f"scale-{max(both)}", 1), find(f"scale-{max(both)}", 2)
+            lines.append(f"Largest size measured with both: {max(both):,}; there the peak RSS per rank with 2 "
+                         f"processes is {max(two['peak_rss_gib']) / max(one['peak_rss_gib']):.2f}x the 1-process peak.")
         lines.append("")
     inf = find("after", 1)
     if inf and "inference" in inf:
@@ -319,7 +326,8 @@ def main() -> None:
     if args.measure:
         return worker(json.loads(args.measure))
     jsonl = args.out.with_suffix(".jsonl")
-    command = "python benchmarks/sharding.py" + "".join(" " + a for a in sys.argv[1:])
+    # the measuring command (a --report_only rewrite names the run it reports)
+    command = "python benchmarks/sharding.py " + shlex.join(a for a in sys.argv[1:] if a != "--report_only")
     if not args.report_only:
         big = f"synth-{args.big_items}"
         ensure_data(args.data_dir, big, args.big_items, args.big_users, args.big_interactions)
