@@ -750,6 +750,10 @@ def plot(summary: dict, path: Path) -> None:
         f.write(buffer.getvalue())
 
 
+#: More seeds than this is taken for a seed value given as a count (``--seeds 2020``).
+MAX_SEEDS = 100
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recbole-mtl benchmark",
@@ -875,6 +879,9 @@ def main(argv: Sequence[str]) -> dict:
         raise ConfigError(f"--lr_grid must be comma-separated numbers, e.g. 0.001,0.003 ({e}).") from None
     if args.seeds < 1 or args.folds < 1 or args.epochs < 1 or args.tune < 0:
         raise ConfigError("--seeds, --folds and --epochs must be at least 1, --tune at least 0.")
+    if args.seeds > MAX_SEEDS:
+        raise ConfigError(f"--seeds is how many seeds to run ({args.seed}, {args.seed + 1}, ...), at most {MAX_SEEDS}; "
+                          f"got {args.seeds}. To start from another seed, set --seed={args.seeds} --seeds=3.")
     args.lrs = lrs
     args.seed_list = [args.seed + i for i in range(args.seeds)]
     out = Path(args.out or Path("results") / args.dataset)

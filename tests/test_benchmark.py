@@ -76,3 +76,11 @@ def test_benchmark_command_writes_csv_markdown_chart_and_resumes(tmp_path, capsy
     main(argv)
     assert "3 already in" in capsys.readouterr().out
     assert len(list(csv.DictReader(open(out / "runs.csv")))) == 4
+
+
+def test_a_seed_value_given_as_the_number_of_seeds_is_refused(tmp_path):
+    from recbole_mtl.benchmark import main
+
+    with pytest.raises(ConfigError, match=r"--seeds is how many seeds .* --seed=2020 --seeds=3"):
+        main(["--dataset", "ml-100k", "--models", "DeepFM", "--seeds", "2020", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # refused before anything is written
