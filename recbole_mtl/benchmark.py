@@ -600,6 +600,13 @@ def plot_curves(rows: list[dict], specs: list[ModelSpec], path: Path) -> None:
         ax.set_ylabel(f"validation {metric}")
         ax.set_title(f"{task} (first task of each model)")
         ax.legend(fontsize=7)
+    _save_png(fig, path)
+
+
+def _save_png(fig, path: Path) -> None:
+    """Write ``fig`` to ``path`` whole (a failure leaves any earlier file as it was) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -741,13 +748,7 @@ def plot(summary: dict, path: Path) -> None:
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
         ax.set_title(task)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-
-    with atomic_open(path, "wb") as f:
-        f.write(buffer.getvalue())
+    _save_png(fig, path)
 
 
 #: More seeds than this is taken for a seed value given as a count (``--seeds 2020``).
