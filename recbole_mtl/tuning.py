@@ -174,10 +174,15 @@ def storage_url(path: Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
-def pruner(warmup_trials: int = 2):
+#: Epochs a trial always trains before the median rule may stop it (a slower start, e.g. a lower
+#: learning rate, is not judged on its first epochs).
+PRUNE_WARMUP_EPOCHS = 2
+
+
+def pruner(warmup_trials: int = 2, warmup_epochs: int = PRUNE_WARMUP_EPOCHS):
     import optuna
 
-    return optuna.pruners.MedianPruner(n_startup_trials=warmup_trials, n_warmup_steps=0)
+    return optuna.pruners.MedianPruner(n_startup_trials=warmup_trials, n_warmup_steps=warmup_epochs)
 
 
 def open_study(path: Path, name: str, maximize: bool, seed: int):

@@ -118,10 +118,15 @@ def test_a_trial_worse_than_the_median_is_pruned(tmp_path):
     reporter_of = lambda trial: tuning.TrialReporter(  # noqa: E731 - as the trial's own process opens it
         {"storage": tuning.storage_url(path), "study": "d/M/0", "trial_id": trial._trial_id})
     good = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    reporter_of(good).report(0, 0.7)  # above the median: goes on
+    for epoch in range(3):
+        reporter_of(good).report(epoch, 0.7)  # above the median: goes on
     bad = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 0"):
-        reporter_of(bad).report(0, 0.1)
+    reporter = reporter_of(bad)
+    assert tuning.PRUNE_WARMUP_EPOCHS == 2
+    reporter.report(0, 0.1)  # below the median, but within the warm-up epochs: goes on
+    reporter.report(1, 0.1)
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 2"):
+        reporter.report(2, 0.1)
 
 
 # -- a study survives its process being killed -----------------------------------------------------
