@@ -141,7 +141,7 @@ class MultiTaskDataset(SequentialDataset):
         RecBole's own loaders over the training split, e.g. ``train_positions: last``, see
         exactly RecBole's per-prefix rows)."""
         rows = self.inter_feat[index]
-        if self.flat is not None and self.iid_field + self.config["LIST_SUFFIX"] not in rows:
+        if self._lean_rows(rows):
             rows.update(self.history_lists(rows))
         return self.join(rows) if join else rows
 
@@ -241,9 +241,12 @@ class MultiTaskDataset(SequentialDataset):
     def materialize_lists(self) -> None:
         """Give this (lean) dataset's rows RecBole's ``<field>_list`` columns from the flat arrays."""
         feat = self.inter_feat
-        if self.flat is None or len(feat) == 0 or self.iid_field + self.config["LIST_SUFFIX"] in feat:
-            return
-        feat.update(self.history_lists(feat))
+        if len(feat) and self._lean_rows(feat):
+            feat.update(self.history_lists(feat))
+
+    def _lean_rows(self, rows: Interaction) -> bool:
+        """Whether ``rows`` lack RecBole's list fields, which the flat arrays can give them."""
+        return self.flat is not None and self.iid_field + self.config["LIST_SUFFIX"] not in rows
 
     def history_lists(self, rows: Interaction) -> Interaction:
         """RecBole's ``<field>_list`` columns (``[R, MAX_ITEM_LIST_LENGTH, ...]``, zero-padded) of lean
@@ -262,7 +265,7 @@ class MultiTaskDataset(SequentialDataset):
 
     def inter_matrix(self, form="coo", value_field=None):
         """RecBole's: every row's target, plus the first item of each history of length 1."""
-        if self.flat is None or self.iid_field + self.config["LIST_SUFFIX"] in self.inter_feat:
+        if not self._lean_rows(self.inter_feat):
             return super().inter_matrix(form, value_field)
         first = self.inter_feat[self.item_list_length_field] == 1
         starts = self.inter_feat[FLAT_POSITION][first] - 1

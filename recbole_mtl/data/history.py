@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_mtl.data.windows import UserWindows, row_names
+from recbole_mtl.data.windows import UserWindows, row_names, within_group
 
 
 class UserHistories:
@@ -61,7 +61,7 @@ class UserHistories:
         """``(rows, items)``: every item each user (``users[rows]``) interacted with, for masking."""
         start, count = self.starts[users], self.length(users)
         rows = torch.repeat_interleave(torch.arange(len(users)), count)
-        at = torch.arange(int(count.sum())) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+        at = torch.from_numpy(within_group(count.numpy()))
         return rows, self.items[start[rows] + at]
 
     def batch(self, users: torch.Tensor, next_items: Optional[torch.Tensor] = None) -> Interaction:

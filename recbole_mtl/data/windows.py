@@ -43,6 +43,12 @@ NEXT_PREFIX = "next_"
 POSITION_MASK = "position_mask"
 
 
+def within_group(counts) -> np.ndarray:
+    """``0, 1, ..., c - 1`` for each count ``c`` of ``counts``, one group after another."""
+    counts = np.asarray(counts, dtype=np.int64)
+    return np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 def row_names(dataset) -> dict[str, str]:
     """The names of RecBole's sequential rows for ``dataset``: user, item list, length, next item, suffix."""
     suffix = dataset.config["LIST_SUFFIX"]
@@ -93,7 +99,7 @@ class UserWindows:
         rank = np.arange(len(order)) - np.repeat(first, counts)
         target_at = offsets[user_of_row] + prefix[user_of_row] + rank  # flat index of each row's target
         prefix_user = np.repeat(np.arange(len(users)), prefix)
-        prefix_col = np.arange(prefix.sum()) - np.repeat(np.cumsum(prefix) - prefix, prefix)
+        prefix_col = within_group(prefix)
         prefix_at = offsets[prefix_user] + prefix_col
 
         def assemble(target_values: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
@@ -135,8 +141,7 @@ class UserWindows:
         same_user = np.diff(uid[order]) == 0
         if not (step[same_user] == 1).all():  # rows left out within a user: gather each sequence
             prefix = pos[first_rows] - starts
-            index = np.concatenate([np.repeat(starts, prefix) + np.arange(prefix.sum())
-                                    - np.repeat(np.cumsum(prefix) - prefix, prefix), pos[order]])
+            index = np.concatenate([np.repeat(starts, prefix) + within_group(prefix), pos[order]])
             key = np.concatenate([np.repeat(np.arange(len(users)), prefix), np.repeat(np.arange(len(users)), counts)])
             index = torch.from_numpy(index[np.argsort(key, kind="stable")])
             items, fields = items[index], {f: v[index] for f, v in fields.items()}
@@ -152,10 +157,8 @@ class UserWindows:
         if time_field not in self.fields or len(self.users) == 0:
             return
         times = self.fields[time_field]
-        size = self.ends - self.starts
-        within = torch.repeat_interleave(self.starts, (size - 1).clamp(min=0))
-        within = within + torch.arange(len(within)) - torch.repeat_interleave(
-            torch.cumsum((size - 1).clamp(min=0), 0) - (size - 1).clamp(min=0), (size - 1).clamp(min=0))
+        pairs = np.maximum((self.ends - self.starts).numpy() - 1, 0)  # consecutive pairs per sequence
+        within = torch.from_numpy(np.repeat(self.starts.numpy(), pairs) + within_group(pairs))
         if len(within) and bool((times[within + 1] < times[within]).any()):
             raise ValueError("training rows are not time-ordered within a user: RecBole's sequential "
                              "datasets sort by (user, time); was the dataset re-ordered?")
@@ -167,7 +170,7 @@ class UserWindows:
         last = size - 1  # index of the last target in each sequence (-1 or 0: no target)
         n = np.where(last >= 1, 1 + np.ceil(np.maximum(last - L, 0) / S).astype(np.int64), 0)
         user = np.repeat(np.arange(len(size)), n)
-        k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        k = within_group(n)
         end = last[user] - k * S  # relative index of the window's last target
         start = np.maximum(0, end - L)
         count_from = np.where(start == 0, 1, end - S + 1)
