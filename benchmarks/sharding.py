@@ -1,7 +1,8 @@
 """Scale-out figures: data loading + table building, peak memory per rank, training and inference throughput.
 
     python benchmarks/sharding.py [--baseline_repo PATH] [--big_items 10000000] \
-        [--scale 10000000,25000000,50000000] [--only NAME,...] [--mem_limit_gib 21]
+        [--scale 10000000,25000000,50000000] [--train_scale 10000000,50000000:2] [--only NAME,...] \
+        [--mem_limit_gib 21]
 
 Synthetic data from ``dataset/make_synthetic.py`` (written once under ``--data_dir``):
 
@@ -10,10 +11,12 @@ Synthetic data from ``dataset/make_synthetic.py`` (written once under ``--data_d
   dominate. Measured with this checkout (``after``) and, given ``--baseline_repo`` (another
   checkout of the project, e.g. the commit before a change), with that one (``before``), in the
   same run, 1 and 2 processes each; the 1-process model then saves a checkpoint and
-  ``score`` / ``recommend`` (``recbole_mtl.inference``) answer from it.
-* ``scale``: for each size S of ``--scale``, S items and S interactions (S / 50 users): 1 and 2
-  processes, to find the largest size one process holds and what 2 processes need per rank
-  (sizes not in ``--train_scale`` only build: loading and tables, no epoch).
+  ``score`` / ``recommend`` (``recbole_mtl.inference``) answer from it. ``saved``: this checkout
+  again, loading the dataset saved once by ``prepare`` (``recbole_mtl.data.saved``; the ``prepare``
+  run itself is measured too).
+* ``scale``: for each size S of ``--scale``, S items and S interactions (S / 50 users), saved by
+  ``prepare`` and loaded by 1 and 2 processes, to find the largest size one process holds and what
+  2 processes need per rank (sizes not in ``--train_scale`` only build: loading and tables, no epoch).
 
 MTLRec (sequence + interest tasks, sampled softmax over 1000 items, embedding_size 64, one
 Transformer layer, MAX_ITEM_LIST_LENGTH 20, 128 windows a batch split over the ranks, SGD on the
@@ -33,6 +36,7 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -43,7 +47,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def model_config(data_path: Path, dataset: str, sharded: bool, checkpoint_dir: Path) -> dict:
+def model_config(data_path: Path, dataset: str, sharded: bool, checkpoint_dir: Path,
+                 saved_to: Path | None = None) -> dict:
+    """The measured MTLRec config; ``saved_to``: the saved dataset it loads (``prepare`` writes it)."""
     config = {
         "data_path": str(data_path), "dataset": dataset, "seed": 2020, "state": "WARNING", "show_progress": False,
         "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id"], "user": ["user_id"]},
@@ -55,6 +61,8 @@ def model_config(data_path: Path, dataset: str, sharded: bool, checkpoint_dir: P
     }
     if sharded:
         config["sharding_types"] = {"item_id": "row_wise"}
+    if saved_to is not None:
+        config["dataset_save_path"] = str(saved_to)
     return config
 
 
@@ -77,6 +85,17 @@ def worker(spec: dict) -> None:
 
     torch.set_num_threads(1)
     config = Config(model="MTLRec", dataset=spec["config"]["dataset"], config_dict=spec["config"], cmd_args=[])
+    if spec.get("prepare"):
+        from recbole_mtl.pipeline import obtain_dataset
+
+        start = time.perf_counter()
+        obtain_dataset(config, save=True)
+        row = {**spec["label"], "world_size": 1, "prepare_s": time.perf_counter() - start,
+               "peak_rss_gib": [_rss()[0]]}
+        with open(spec["out"], "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+        return
     distributed.init_from_env(config)
     start = time.perf_counter()
     _, train_data, _, _, model = build_data_and_model(config)
@@ -195,6 +214,17 @@ def run(spec: dict, nproc: int, limit_gib: float) -> bool:
     return True
 
 
+def _train_plan(text: str | None, sizes: list[int]) -> dict[int, tuple[int, ...]]:
+    """``--train_scale``: ``S`` (train with 1 and 2 processes) or ``S:W`` (with W processes only)."""
+    if text is None:
+        return {s: (1, 2) for s in sizes}
+    plan: dict[int, tuple[int, ...]] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        size, _, world = item.partition(":")
+        plan[int(size)] = plan.get(int(size), ()) + ((int(world),) if world else (1, 2))
+    return plan
+
+
 def _gib(values) -> str:
     return " / ".join(f"{v:.2f}" for v in values)
 
@@ -224,35 +254,50 @@ def report(rows: list[dict], command: str, args: argparse.Namespace, out_md: Pat
         "(all ranks together).",
         "",
     ]
-    big = [(n, w) for n in ("before", "after") for w in (1, 2) if find(n, w)]
+    big = [(n, w) for n in ("before", "after", "saved") for w in (1, 2) if find(n, w)]
     if big:
         lines += [f"## {args.big_items:,}-row item table, {args.big_interactions:,} interactions: before and after",
                   "",
                   f"*before*: `{args.baseline_repo or '-'}` ({args.baseline_label or 'the baseline checkout'}); "
-                  "*after*: this checkout.",
+                  "*after*: this checkout, from the atomic files; *saved*: this checkout, loading the dataset "
+                  "saved by `run_recbole_mtl.py prepare` (no file check, no parsing: the arrays are mapped).",
                   "",
                   "| code | processes | build s | peak RSS at build per rank (GiB) | peak RSS per rank (GiB) "
                   "| epoch s | interactions/s |",
                   "|---|---|---|---|---|---|---|"]
         for name, world in big:
             r = find(name, world)
+            if "stopped_at_gib" in r:
+                lines.append(f"| {name} | {world} | stopped: past {r['stopped_at_gib']} GiB together | | | | |")
+                continue
             lines.append(f"| {name} | {world} | {r['build_s']:.1f} | {_gib(r['build_peak_rss_gib'])} | "
                          f"{_gib(r['peak_rss_gib'])} | {r['epoch_s']:.1f} | {r['interactions_per_s']:,.0f} |")
+        prep = find("prepare", 1)
+        if prep and "prepare_s" in prep:
+            lines += ["", f"`prepare` (once, one process: file check, RecBole's loading and split, writing the "
+                          f"arrays): {prep['prepare_s']:.1f} s, peak RSS {prep['peak_rss_gib'][0]:.2f} GiB."]
         for world in (1, 2):
-            b, a = find("before", world), find("after", world)
-            if a and b:
-                lines.append("")
-                lines.append(f"{world} process(es): build time after / before = {a['build_s'] / b['build_s']:.2f}x; "
-                             f"peak RSS per rank after / before = "
-                             f"{max(a['peak_rss_gib']) / max(b['peak_rss_gib']):.2f}x.")
+            b = find("before", world)
+            for name in ("after", "saved"):
+                a = find(name, world)
+                if a and b and "build_s" in a and "build_s" in b:
+                    lines += ["", f"{world} process(es), {name}: build time {name} / before = "
+                                  f"{a['build_s'] / b['build_s']:.2f}x; peak RSS per rank {name} / before = "
+                                  f"{max(a['peak_rss_gib']) / max(b['peak_rss_gib']):.2f}x."]
         lines.append("")
     scale = sorted({r["size"] for r in rows if r["name"].startswith("scale")})
     if scale:
         lines += ["## Scale: S items and S training interactions (S / 50 users)", "",
+                  "Each size is first saved by `prepare` (one process, from the atomic files); the runs load it.", "",
                   "| S | processes | build s | peak RSS per rank (GiB) | epoch s | interactions/s |",
                   "|---|---|---|---|---|---|"]
         fits = []
         for size in scale:
+            prep = find(f"prepare-{size}", 1)
+            if prep and "prepare_s" in prep:
+                lines.append(f"| {size:,} | prepare | {prep['prepare_s']:.1f} | {prep['peak_rss_gib'][0]:.2f} | | |")
+            elif prep:
+                lines.append(f"| {size:,} | prepare | stopped: past {prep['stopped_at_gib']} GiB | | | |")
             for world in (1, 2):
                 r = find(f"scale-{size}", world)
                 if r is None:
@@ -271,12 +316,14 @@ def report(rows: list[dict], command: str, args: argparse.Namespace, out_md: Pat
         for size in fits:
             two = find(f"scale-{size}", 2)
             if two and "stopped_at_gib" in two:
-                lines.append(f"At {size:,}, 2 processes did not fit: together past {two['stopped_at_gib']} GiB "
-                             "(every rank loads the whole dataset).")
+                lines.append(f"At {size:,}, 2 processes did not fit: together past {two['stopped_at_gib']} GiB.")
         if both:
             one, two = find(f"scale-{max(both)}", 1), find(f"scale-{max(both)}", 2)
+            note = "" if one["epoch_s"] else " (the 1-process run built its data and tables but trained no epoch, " \
+                                              "so its peak is, if anything, low)"
             lines.append(f"Largest size measured with both: {max(both):,}; there the peak RSS per rank with 2 "
-                         f"processes is {max(two['peak_rss_gib']) / max(one['peak_rss_gib']):.2f}x the 1-process peak.")
+                         f"processes is {max(two['peak_rss_gib']) / max(one['peak_rss_gib']):.2f}x the 1-process "
+                         f"peak{note}.")
         lines.append("")
     inf = find("after", 1)
     if inf and "inference" in inf:
@@ -290,7 +337,7 @@ def report(rows: list[dict], command: str, args: argparse.Namespace, out_md: Pat
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(lines) + "\n")
 
-    measured = [r for r in rows if "peak_rss_gib" in r]
+    measured = [r for r in rows if "build_s" in r]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     names = [f"{r['name']}\n{r['world_size']}p" for r in measured]
     axes[0].bar(names, [r["build_s"] for r in measured], color="tab:blue")
@@ -313,13 +360,15 @@ def main() -> None:
     parser.add_argument("--baseline_label", default=None, help="what the baseline checkout is (for the report)")
     parser.add_argument("--scale", default="", help="comma-separated sizes S (S items, S interactions)")
     parser.add_argument("--train_scale", default=None,
-                        help="the sizes of --scale that also train an epoch (default: all); the others only build")
+                        help="the sizes of --scale that also train an epoch (default: all), as S (1 and 2 processes) "
+                        "or S:W (W processes only); the others only build")
     parser.add_argument("--recommend_users", type=int, default=100, help="users recommend answers (big case)")
     parser.add_argument("--mem_limit_gib", type=float, default=21.0,
                         help="stop a configuration whose processes together pass this resident memory")
     parser.add_argument("--data_dir", type=Path, default=REPO / "dataset" / "bench")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "sharding.md")
-    parser.add_argument("--only", default=None, help="comma-separated run names (default: all), e.g. after,scale")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated run names (default: all): before, after, saved, scale")
     parser.add_argument("--report_only", action="store_true", help="rewrite the report from the .jsonl")
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # internal: one measured run
     args = parser.parse_args()
@@ -334,28 +383,44 @@ def main() -> None:
         sizes = [int(s) for s in args.scale.split(",") if s.strip()]
         for size in sizes:
             ensure_data(args.data_dir, f"synth-scale-{size}", size, max(size // 50, 1), size)
-        wanted = set(args.only.split(",")) if args.only else {"before", "after", "scale"}
+        wanted = set(args.only.split(",")) if args.only else {"before", "after", "saved", "scale"}
         # name, repo, dataset, processes, extra
         plan = []
         if args.baseline_repo and "before" in wanted:
             plan += [("before", str(Path(args.baseline_repo).resolve()), big, w, {}) for w in (1, 2)]
         if "after" in wanted:
             plan += [("after", str(REPO), big, 1, {"inference": args.recommend_users}), ("after", str(REPO), big, 2, {})]
+        if "saved" in wanted:
+            plan += [("prepare", str(REPO), big, 1, {"prepare": True}),
+                     ("saved", str(REPO), big, 1, {"saved": True}), ("saved", str(REPO), big, 2, {"saved": True})]
         if "scale" in wanted:
-            trained = sizes if args.train_scale is None else [int(s) for s in args.train_scale.split(",") if s]
-            plan += [(f"scale-{s}", str(REPO), f"synth-scale-{s}", w, {"size": s, "train": s in trained})
-                     for s in sizes for w in (1, 2)]
+            trained = _train_plan(args.train_scale, sizes)
+            for size in sizes:
+                name = f"synth-scale-{size}"
+                plan.append((f"prepare-{size}", str(REPO), name, 1, {"size": size, "prepare": True}))
+                plan += [(f"scale-{size}", str(REPO), name, w, {"size": size, "saved": True,
+                                                                "train": w in trained.get(size, ())})
+                         for w in (1, 2)]
         redo = {(name, world) for name, _, _, world, _ in plan}
         kept = [line for line in (jsonl.read_text().splitlines() if jsonl.exists() else [])
                 if line.strip() and (json.loads(line)["name"], json.loads(line)["world_size"]) not in redo]
         staged = jsonl.with_suffix(".jsonl.partial")
         staged.write_text("".join(line + "\n" for line in kept))
+        skipped = set()
         for name, repo, dataset, world, extra in plan:
+            if dataset in skipped and not extra.get("prepare"):
+                continue
             checkpoint_dir = REPO / "saved" / "bench" / f"{name}-{world}"
-            spec = {"config": model_config(args.data_dir, dataset, world > 1, checkpoint_dir),
+            saved_to = args.data_dir / f"{dataset}.arrays" if extra.get("prepare") or extra.get("saved") else None
+            if extra.get("prepare") and saved_to.exists():
+                shutil.rmtree(saved_to)  # measured from the atomic files, every time
+            spec = {"config": model_config(args.data_dir, dataset, world > 1, checkpoint_dir, saved_to),
                     "label": {"name": name, "size": extra.get("size")}, "repo": repo, "out": str(staged),
-                    "inference": extra.get("inference"), "train": extra.get("train", True)}
-            run(spec, world, args.mem_limit_gib)
+                    "inference": extra.get("inference"), "train": extra.get("train", True),
+                    "prepare": bool(extra.get("prepare"))}
+            if not run(spec, world, args.mem_limit_gib) and extra.get("prepare"):
+                print(f"   {dataset} could not be prepared: its runs are skipped", flush=True)
+                skipped.add(dataset)
         os.replace(staged, jsonl)  # the results file is replaced whole, once every run is done
     rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     report(rows, command, args, args.out)

@@ -7,6 +7,7 @@ Mirrors RecBole's ``run_recbole.py``::
 Every ``--key=value`` that is not a flag below is a config override (highest priority).
 Subcommands: ``embed`` writes PLM item-text (and user-text) vectors (``run_recbole_mtl.py embed --help``);
 ``validate`` checks a dataset's atomic files without training (``run_recbole_mtl.py validate --help``);
+``prepare`` builds a dataset and its split once and saves them as arrays that later runs load;
 ``benchmark`` compares models on one split and writes results/<dataset>/ (``run_recbole_mtl.py benchmark --help``);
 ``export`` joins a sharded checkpoint into a single-process one; ``evaluate`` tests a checkpoint;
 ``convert`` turns raw MovieLens/Amazon/CSV dumps into atomic files and a dataset YAML (``run_recbole_mtl.py convert --help``);
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Any other --key=value overrides a config key.",
         epilog="subcommands: `embed` writes PLM item-text vectors (recbole-mtl embed --help); "
         "`validate` checks a dataset's atomic files (recbole-mtl validate --help); "
+        "`prepare` saves a dataset and its split as arrays that later runs load (recbole-mtl prepare --help); "
         "`benchmark` compares models against RecBole baselines (recbole-mtl benchmark --help); `export` joins "
         "a sharded checkpoint into one file; `evaluate` tests a checkpoint (recbole-mtl export --help); "
         "`convert` turns raw MovieLens/Amazon/CSV dumps into atomic files (recbole-mtl convert --help); "
@@ -209,6 +211,57 @@ def validate_main(argv: Sequence[str]) -> list:
         return warnings
     except Exception as e:
         _fail("recbole-mtl validate", e, args.debug)
+
+
+def build_prepare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recbole-mtl prepare",
+        description="Check the atomic files of DATASET, build the dataset and its split for MODEL (a multi-task "
+        "model) and save them as arrays (RecBole's save_dataset, without a pickle) to dataset_save_path "
+        "(default <checkpoint_dir>/<dataset>-<DatasetClass>.arrays). Later runs whose data settings match, "
+        "and every rank of a multi-process run, load it instead of the atomic files. "
+        "Any other --key=value overrides a config key.",
+    )
+    parser.add_argument("--model", "-m", type=str, default="MTLRec", help="model name (default: MTLRec)")
+    parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (default: ml-100k)")
+    parser.add_argument("--config_files", type=str, default=None, help='YAML files, space separated')
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def prepare_main(argv: Sequence[str]) -> str:
+    """The ``prepare`` subcommand; returns the saved folder."""
+    args, overrides = _parse(build_prepare_parser(), argv)
+    try:
+        import time
+
+        from recbole.utils import init_logger
+
+        from recbole_mtl import pipeline
+        from recbole_mtl.data import saved
+        from recbole_mtl.data.validate import check_run_folders
+        from recbole_mtl.errors import ConfigError
+        from recbole_mtl.hardening import dataset_class_of, saves_arrays
+
+        config = _config(args, overrides, args.model)
+        cls = dataset_class_of(config)
+        if not saves_arrays(cls):
+            raise ConfigError(f"prepare saves the datasets of the plugin's models; {config['model']} reads a "
+                              f"{cls.__name__} (RecBole's), which is built from the atomic files at every run.")
+        check_run_folders(config, text=False)
+        init_logger(config)
+        path = saved.default_path(config, cls)
+        start = time.perf_counter()
+        why = saved.mismatch(path, config, cls)
+        if why is None:
+            print(f"{args.dataset}: {path} is up to date (nothing to do)")
+            return path
+        dataset = pipeline.obtain_dataset(config, save=True)
+        print(f"{args.dataset}: saved to {path} in {time.perf_counter() - start:.1f} s "
+              f"({dataset.user_num - 1} users, {dataset.item_num - 1} items, {saved.size_text(path)})")
+        return path
+    except Exception as e:
+        _fail("recbole-mtl prepare", e, args.debug)
 
 
 def build_convert_parser() -> argparse.ArgumentParser:
@@ -406,6 +459,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
         return embed_main(argv[1:])
     if argv and argv[0] == "validate":
         return validate_main(argv[1:])
+    if argv and argv[0] == "prepare":
+        return prepare_main(argv[1:])
     if argv and argv[0] == "convert":
         return convert_main(argv[1:])
     if argv and argv[0] == "benchmark":

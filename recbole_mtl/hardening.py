@@ -66,7 +66,7 @@ SafeConfigLoader.add_implicit_resolver(
 )
 
 
-def _dataset_class(config: Any):
+def dataset_class_of(config: Any):
     from recbole.utils import ModelType
 
     module = importlib.import_module("recbole.data.dataset")
@@ -78,16 +78,22 @@ def _dataset_class(config: Any):
 
 def safe_create_dataset(config: Any):
     """``recbole.data.create_dataset`` without its ``pickle.load`` of a saved dataset."""
-    dataset_class = _dataset_class(config)
+    dataset_class = dataset_class_of(config)
     saved = config["dataset_save_path"] or os.path.join(
         config["checkpoint_dir"], f"{config['dataset']}-{dataset_class.__name__}.pth")
     logger = getLogger(__name__)
     if os.path.exists(saved):
         logger.warning(f"{saved} is a pickled dataset; it is not loaded (unpickling a file can run "
                        "code). The dataset is built from its atomic files.")
-    if config["save_dataset"]:
-        logger.warning("save_dataset=True is ignored: saved datasets are pickles, which are never loaded.")
+    if config["save_dataset"] and not saves_arrays(dataset_class):
+        logger.warning(f"save_dataset=True is ignored for {dataset_class.__name__}: RecBole saves it as a pickle, "
+                       "which is never loaded (the plugin's models save theirs as arrays).")
     return dataset_class(config)
+
+
+def saves_arrays(dataset_class) -> bool:
+    """Whether ``dataset_class`` is saved as arrays (``recbole_mtl.data.saved``): the plugin's datasets."""
+    return hasattr(dataset_class, "_config_checks") and hasattr(dataset_class, "flat")
 
 
 def _no_saved_dataloaders(config: Any):

@@ -29,7 +29,9 @@ from recbole_mtl.config import Config
 from recbole_mtl.data.validate import build_dataset, check_run_folders, validate_dataset
 from recbole_mtl.derive import recbole_data_error
 from recbole_mtl.errors import CheckpointError, ConfigError, RecboleMTLError
-from recbole_mtl.hardening import safe_create_dataset
+from recbole_mtl.data import saved
+from recbole_mtl.data.windows import UserWindows
+from recbole_mtl.hardening import dataset_class_of, safe_create_dataset, saves_arrays
 from recbole_mtl.utils import get_model, get_trainer, plugin_model_names
 
 
@@ -52,11 +54,8 @@ def build_data_and_model(config: Config) -> tuple:
     The atomic files are checked first (unless ``validate_data: False``); in a multi-process run
     each rank gets its part of every training epoch and the whole of every evaluation.
     """
-    if config["validate_data"] is not False:
-        _validate_once(config)
-    init_seed(config["seed"], config["reproducibility"])
     try:
-        dataset = build_dataset(config, safe_create_dataset)
+        dataset = obtain_dataset(config)
         if distributed.context().is_distributed:
             train_data, valid_data, test_data = _distributed_data(config, dataset)
             # the same seed on every rank: the tables start as in one process (DDP syncs the rest)
@@ -75,6 +74,64 @@ def build_data_and_model(config: Config) -> tuple:
     if distributed.context().is_distributed:
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     return dataset, train_data, valid_data, test_data, model
+
+
+def obtain_dataset(config: Config, save: Optional[bool] = None):
+    """The run's dataset: loaded from its saved arrays when they match ``config``
+    (:mod:`recbole_mtl.data.saved`), else built from the atomic files (checked first unless
+    ``validate_data: False``) and, with ``save_dataset`` (or ``save=True``), split and saved.
+
+    In a multi-process run that saves, rank 0 builds and saves and the other ranks load what it saved.
+    """
+    cls = dataset_class_of(config)
+    save = bool(config["save_dataset"]) if save is None else save
+    path = saved.default_path(config, cls) if saves_arrays(cls) else None
+    why = saved.mismatch(path, config, cls) if path else None
+    logger = getLogger()
+    if path and why is None:
+        if config["validate_data"] is not False and not (saved.read_meta(path) or {}).get("validated"):
+            _validate_once(config)
+        dataset = saved.load(path, config, cls)
+        init_seed(config["seed"], config["reproducibility"])
+        return dataset
+    save = bool(path) and save
+    if path and os.path.exists(path):
+        logger.warning(f"the saved dataset {path} is not used: {why}. Building the dataset from its atomic files"
+                       + (" and saving it anew." if save else "; --save_dataset=True saves it anew."))
+    if not (save and distributed.context().is_distributed):
+        if config["validate_data"] is not False:
+            _validate_once(config)
+        init_seed(config["seed"], config["reproducibility"])
+        dataset = build_dataset(config, safe_create_dataset)
+        if save:
+            save_dataset(dataset, path)
+        return dataset
+    error = None
+    if distributed.rank() == 0:
+        try:
+            if config["validate_data"] is not False:
+                validate_dataset(config)
+            init_seed(config["seed"], config["reproducibility"])
+            dataset = build_dataset(config, safe_create_dataset)
+            save_dataset(dataset, path)
+        except Exception as e:  # the other ranks wait for the saved dataset: tell them it will not come
+            error = e
+    shared = distributed.broadcast_object(None if error is None else (type(error).__name__, str(error)))
+    if error is not None:
+        raise error
+    if shared is not None:
+        raise getattr(errors, shared[0], RecboleMTLError)(f"rank 0 could not build the dataset: {shared[1]}")
+    if distributed.rank() != 0:
+        dataset = saved.load(path, config, cls)
+    init_seed(config["seed"], config["reproducibility"])
+    return dataset
+
+
+def save_dataset(dataset, path: str) -> str:
+    """Split ``dataset`` (``build()``; later calls return the same parts) and save it to ``path``."""
+    parts = dataset.build()
+    dataset._saved_built = parts
+    return saved.save(dataset, parts, path, UserWindows.segments(parts[0]) if parts else None)
 
 
 def _validate_once(config: Config) -> None:

@@ -138,23 +138,33 @@ def test_interaction_count_filters_are_recboles(data_root, interval):
 
 
 @pytest.mark.parametrize("world_size", [2, 4])
-def test_each_rank_keeps_the_windows_recboles_sampler_would_deal_it(both, world_size):
+def test_each_rank_keeps_a_block_of_users_and_together_what_recboles_sampler_deals(both, world_size):
+    from collections import Counter
+
     from torch.utils.data.distributed import DistributedSampler
 
     (_, lean_train, _, _), _ = both
     windows = UserWindows.from_dataset(lean_train, L, 3)
     assert len(windows) % 4 != 0  # the padding is exercised (with 4 ranks)
-    dealt = []
+    dealt, together = [], Counter()
     for rank in range(world_size):
         part = windows.part(rank, world_size)
-        sampler = DistributedSampler(list(range(len(windows))), num_replicas=world_size, rank=rank, shuffle=False)
-        expected = windows.batch(torch.tensor(list(sampler)))
         got = part.batch(torch.arange(len(part)))
-        for column in expected.columns:
-            assert torch.equal(got[column], expected[column]), column
         assert part.items.data_ptr() == windows.items.data_ptr()  # the flat arrays are shared, not copied
+        position = torch.arange(len(part)) + rank * len(part)  # in the padded order of all windows
+        users = part.window_user[position < len(windows)]  # (the padding wraps around to the first users)
+        assert bool((users[1:] >= users[:-1]).all())  # one block of users, in order
         dealt.append(len(part))
+        together.update(zip(part.window_start.tolist(), part.window_end.tolist()))
+        for column in got.columns:  # every window as the whole set would give it
+            assert torch.equal(got[column], windows.batch(position % len(windows))[column]), column
     assert len(set(dealt)) == 1 and sum(dealt) >= len(windows)  # every rank takes as many steps
+    recbole = Counter()
+    for rank in range(world_size):
+        sampler = DistributedSampler(list(range(len(windows))), num_replicas=world_size, rank=rank, shuffle=False)
+        index = torch.tensor(list(sampler))
+        recbole.update(zip(windows.window_start[index].tolist(), windows.window_end[index].tolist()))
+    assert together == recbole
 
 
 def test_histories_hold_every_interaction_even_a_users_only_one(tmp_path):

@@ -26,6 +26,7 @@ Which tasks can run on a dataset is decided by the tasks themselves (``recbole_m
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Optional
 
@@ -118,6 +119,11 @@ class MultiTaskDataset(SequentialDataset):
     keeps_review_text = False
 
     def __init__(self, config):
+        self._config_checks(config)
+        super().__init__(config)
+
+    def _config_checks(self, config) -> None:
+        """The attributes read from the config alone (also run on a saved dataset's load)."""
         ratio = config["category_holdout_ratio"]
         self.holdout_ratio = float(ratio if ratio is not None else 0.2)
         if not 0.0 < self.holdout_ratio < 1.0:
@@ -125,7 +131,6 @@ class MultiTaskDataset(SequentialDataset):
                 f"category_holdout_ratio must be between 0 and 1 (exclusive), got {self.holdout_ratio}. "
                 "Set e.g. --category_holdout_ratio=0.2."
             )
-        super().__init__(config)
 
     #: Keep the interactions once, as flat arrays (see the module docstring); RecBole's own
     #: per-prefix augmentation when False.
@@ -199,6 +204,22 @@ class MultiTaskDataset(SequentialDataset):
         groups = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
         return [groups[g] for g in np.argsort(first, kind="stable")]
 
+    @property
+    def avg_actions_of_users(self):
+        """RecBole's (mean rows per user), by counting ids instead of a Python ``Counter``."""
+        return self._mean_count(self.uid_field)
+
+    @property
+    def avg_actions_of_items(self):
+        """RecBole's (mean rows per item), by counting ids instead of a Python ``Counter``."""
+        return self._mean_count(self.iid_field)
+
+    def _mean_count(self, field: str):
+        if isinstance(self.inter_feat, pd.DataFrame):
+            return np.mean(self.inter_feat.groupby(field).size())
+        counts = np.bincount(self.inter_feat[field].numpy())
+        return np.mean(counts[counts > 0])
+
     # -- lean sequences ------------------------------------------------------------------------
     def data_augmentation(self):
         """RecBole's rows (one per interaction that has a history), without the list fields."""
@@ -232,6 +253,25 @@ class MultiTaskDataset(SequentialDataset):
         self.inter_feat = rows
 
     def build(self):
+        """RecBole's split; a dataset loaded from a saved one (:mod:`recbole_mtl.data.saved`) or
+        split already to be saved returns its saved parts."""
+        built = self.__dict__.get("_saved_built")
+        if built is not None:
+            return list(built)
+        parts = self.__dict__.get("_saved_parts")
+        if parts is not None:
+            datasets = []
+            for state in parts:
+                part = copy.copy(self)
+                for key in [k for k in part.__dict__ if k.startswith("_saved")]:
+                    del part.__dict__[key]
+                part.__dict__.update(state)
+                datasets.append(part)
+            segments = self.__dict__.get("_saved_segments")
+            if segments is not None and datasets:  # valid for these very rows only (not for a copy's)
+                datasets[0].window_segments = (datasets[0].inter_feat, segments)
+            self._saved_built = datasets
+            return list(datasets)
         datasets = super().build()
         if self.flat is not None:
             for part in datasets[1:]:  # evaluation rows: RecBole's list fields

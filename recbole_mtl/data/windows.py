@@ -126,6 +126,30 @@ class UserWindows:
     @classmethod
     def _from_flat(cls, dataset, max_len: int, stride: int, names: dict) -> "UserWindows":
         """Segments of a lean dataset's flat arrays (a copy only where a user's rows are not contiguous)."""
+        flat = dataset.flat
+        rows, saved = dataset.__dict__.get("window_segments") or (None, None)
+        if saved is not None and rows is dataset.inter_feat:  # saved with these rows (time order checked then)
+            fields = {f: v for f, v in flat.items() if f != dataset.iid_field and v.dim() == 1}
+            return cls(flat[dataset.iid_field], fields, saved["users"], saved["starts"], saved["ends"],
+                       max_len, stride, names)
+        windows = cls._segments_of(dataset, max_len, stride, names)
+        windows._check_time_order(dataset.time_field)
+        return windows
+
+    @staticmethod
+    def segments(dataset) -> Optional[dict]:
+        """``{"users", "starts", "ends"}``: a lean training dataset's per-user segments of its flat
+        arrays, when each user's rows are contiguous there (None otherwise), time order checked."""
+        if getattr(dataset, "flat", None) is None or FLAT_POSITION not in dataset.inter_feat:
+            return None
+        windows = UserWindows._segments_of(dataset, 1, 1, row_names(dataset))
+        if windows.items is not dataset.flat[dataset.iid_field]:
+            return None
+        windows._check_time_order(dataset.time_field)
+        return {"users": windows.users, "starts": windows.starts, "ends": windows.ends}
+
+    @classmethod
+    def _segments_of(cls, dataset, max_len: int, stride: int, names: dict) -> "UserWindows":
         feat, flat = dataset.inter_feat, dataset.flat
         uid = feat[dataset.uid_field].numpy()
         pos = feat[FLAT_POSITION].numpy()
@@ -148,10 +172,8 @@ class UserWindows:
             sizes = prefix + counts
             ends = np.cumsum(sizes)
             starts = ends - sizes
-        windows = cls(items, fields, torch.from_numpy(users), torch.from_numpy(starts), torch.from_numpy(ends),
-                      max_len, stride, names)
-        windows._check_time_order(dataset.time_field)
-        return windows
+        return cls(items, fields, torch.from_numpy(users), torch.from_numpy(starts), torch.from_numpy(ends),
+                   max_len, stride, names)
 
     def _check_time_order(self, time_field: str) -> None:
         if time_field not in self.fields or len(self.users) == 0:
@@ -184,12 +206,15 @@ class UserWindows:
         return len(self.window_user)
 
     def part(self, rank: int, world_size: int) -> "UserWindows":
-        """The windows rank ``rank`` of ``world_size`` trains on, as RecBole's unshuffled
-        ``DistributedSampler`` deals them (window ``rank``, ``rank + world_size``, ...; the count
-        padded to a multiple of ``world_size`` by wrapping around, so every rank has as many
-        windows and takes as many steps); the flat arrays are shared, not copied."""
+        """The windows rank ``rank`` of ``world_size`` trains on: a contiguous block of them (users
+        one after another), so a rank reads only its users' part of the flat arrays (mapped from a
+        saved dataset, the other parts are never touched). The count is padded to a multiple of
+        ``world_size`` by wrapping around, as RecBole's ``DistributedSampler`` pads, so every rank
+        has as many windows and takes as many steps, and the ranks together hold the windows that
+        sampler would deal; the flat arrays are shared, not copied."""
         total = -(-len(self) // world_size) * world_size
-        mine = (torch.arange(total) % len(self))[rank::world_size]
+        per = total // world_size
+        mine = torch.arange(rank * per, (rank + 1) * per) % len(self)
         part = object.__new__(UserWindows)
         part.__dict__.update(self.__dict__)
         for name in ("window_user", "window_start", "window_end", "window_count_from"):

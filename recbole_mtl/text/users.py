@@ -153,9 +153,9 @@ def _run_dataset(config, review_field: Optional[str]):
     from recbole.utils import init_seed
 
     from recbole_mtl.data.build import build_dataset
-    from recbole_mtl.hardening import _dataset_class
+    from recbole_mtl.hardening import dataset_class_of
 
-    base = _dataset_class(config)
+    base = dataset_class_of(config)
     if not review_field:
         init_seed(config["seed"], config["reproducibility"])
         return build_dataset(config, lambda c: base(c))
