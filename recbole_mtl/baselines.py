@@ -107,8 +107,15 @@ def train_category_mlp(dataset_name: str, config_dict: dict, config_file_list: O
     train_time = time.perf_counter() - start
     model.load_state_dict(best_state[0])
     task.threshold.copy_(best_state[1])
+    test = score("test")
+    with torch.no_grad():
+        model.eval()
+        ids = task.held_out("test")
+        per_item = task.per_item("test", torch.sigmoid(model(features[ids])), labels[ids])
     return {
-        "test": score("test"),
+        "test": test,
+        #: the held-out test items' predictions (the benchmark's per-run file; not a results column)
+        "per_item": {"category": per_item, "dataset": dataset},
         "valid_score": best,
         "epochs_run": epochs_run,
         "best_epoch": 1 + max(range(len(curve)), key=lambda i: curve[i][1]) if curve else epochs_run,

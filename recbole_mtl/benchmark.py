@@ -262,12 +262,24 @@ def _per_user(built, recorder: _TestRecorder, trainer, baseline_interest: Option
         if values and len(users) == len(next(iter(values.values()))):
             out["users"] = tokens(users)
             out.update(values)
+    category = getattr(trainer, "last_items", {}).get("category")
+    if category is not None:
+        out.update(_item_values(dataset, category))
     interest = baseline_interest or getattr(trainer, "last_pointwise", {}).get("interest")
     if interest is not None:
         out["interest_users"] = tokens(interest["users"])
         out["interest_prob"] = np.asarray(interest["prob"], dtype=np.float32)
         out["interest_label"] = np.asarray(interest["label"], dtype=np.float32)
     return out
+
+
+def _item_values(dataset, category: dict) -> dict:
+    """The category task's held-out test items (tokens), decoded predictions and labels."""
+    import numpy as np
+
+    tokens = dataset.id2token(dataset.iid_field, category["items"].numpy())
+    return {"category_items": np.asarray(tokens, dtype=str), "category_pred": category["pred"].numpy(),
+            "category_label": category["label"].numpy()}
 
 
 def worker(spec_text: str, dataset: str, config_dict: dict, extra: Optional[dict] = None) -> dict:
@@ -302,6 +314,11 @@ def worker(spec_text: str, dataset: str, config_dict: dict, extra: Optional[dict
                                         callback_fn=reporter.report if reporter else None)
         except optuna.TrialPruned as pruned:
             return {"pruned": str(pruned)}
+        per_item = result.pop("per_item", None)
+        if extra.get("per_user") and per_item:
+            from recbole_mtl.significance import write_npz
+
+            write_npz(Path(extra["per_user"]), _item_values(per_item["dataset"], per_item["category"]))
         result["epoch_cap"] = int(config_dict["epochs"])
         result["hit_cap"] = int(result["epochs_run"] >= int(config_dict["epochs"]))
         return result
@@ -616,7 +633,11 @@ def _save_png(fig, path: Path) -> None:
 
 
 #: Metrics tested for significance per task: per-user means, or recomputed on resampled interactions.
-SIGNIFICANCE = {"sequence": ["ndcg@10", "hit@10", "mrr@10"], "interest": ["interest_auc"]}
+SIGNIFICANCE = {"sequence": ["ndcg@10", "hit@10", "mrr@10"], "interest": ["interest_auc"],
+                "category": ["category_micro_f1"]}
+#: Per-run file arrays of a task tested per interaction / item: (units, values, labels).
+_UNITS = {"interest": ("interest_users", "interest_prob", "interest_label"),
+          "category": ("category_items", "category_pred", "category_label")}
 
 
 def _reference(specs: list[ModelSpec]) -> Optional[ModelSpec]:
@@ -650,7 +671,9 @@ def significance(rows: list[dict], specs: list[ModelSpec], out: Path, n_boot: in
              f"interactions) and seeds, and its 95% interval by a paired bootstrap ({n_boot} replicates, seed {seed}) "
              "that resamples test users and seeds together, both models on the same draws (seed s of one model "
              "paired with seed s of the other). Top-k metrics are means of per-user values (RecBole's `metric_info`); "
-             "AUC is not a mean over users, so each replicate recomputes it on the resampled test interactions. "
+             "AUC is not a mean over users, so each replicate recomputes it on the resampled test interactions, "
+             "and the category task's micro-F1 on the resampled held-out test items (the same items for every "
+             "model of a seed). "
              "*not significant*: the interval contains 0. Read from the per-run files under "
              "[`per_user/`](per_user/) named in runs.csv.", "",
              "| task | metric | compared with | difference | 95% interval | seeds | test cases | |",
@@ -665,8 +688,9 @@ def significance(rows: list[dict], specs: list[ModelSpec], out: Path, n_boot: in
             other = runs_of(spec)
             seeds = sorted(set(ref_runs) & set(other))
             for metric in metrics:
-                if task == "interest":
-                    key, a_val, b_val = "interest_users", "interest_prob", "interest_prob"
+                if task in _UNITS:
+                    key, a_val, _ = _UNITS[task]
+                    b_val = a_val
                 else:
                     key, a_val, b_val = "users", metric, metric
                 usable = [s for s in seeds if key in ref_runs[s] and key in other[s]
@@ -676,10 +700,11 @@ def significance(rows: list[dict], specs: list[ModelSpec], out: Path, n_boot: in
                 a, b, n = sig.align([ref_runs[s] for s in usable], [other[s] for s in usable], key, a_val)
                 if n == 0:
                     continue
-                if task == "interest":
+                if task in _UNITS:
                     labels, _, _ = sig.align([ref_runs[s] for s in usable], [other[s] for s in usable], key,
-                                             "interest_label")
-                    stat_a, stat_b = sig.auc_statistic(a, labels), sig.auc_statistic(b, labels)
+                                             _UNITS[task][2])
+                    statistic = sig.auc_statistic if task == "interest" else sig.micro_f1_statistic
+                    stat_a, stat_b = statistic(a, labels), statistic(b, labels)
                 else:
                     stat_a, stat_b = sig.mean_statistic(a), sig.mean_statistic(b)
                 interval = sig.paired_bootstrap(stat_a, stat_b, n, len(usable), n_boot=n_boot, seed=seed)

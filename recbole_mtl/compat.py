@@ -362,6 +362,20 @@ def _patch_atomic_file_reader() -> None:
         rb_dataset.pd = _PandasWithCParser(rb_dataset.pd)
 
 
+# Memory: RecBole's loaders index their rows through ``list(range(n))`` (and a second one for
+# the DistributedSampler of a multi-process run): 36 bytes a row, 1.7 GB per rank for 25M
+# training rows. A ``range`` gives the data loader the same indices (len, indexing) in O(1).
+def _range_not_list(values=(), /):
+    """``list`` as RecBole's loader module sees it: a ``range`` stays a ``range``."""
+    return values if isinstance(values, range) else list(values)
+
+
+def _patch_loader_index_lists() -> None:
+    from recbole.data.dataloader import abstract_dataloader
+
+    abstract_dataloader.list = _range_not_list
+
+
 def apply() -> None:
     """Apply every patch once. Called by ``import recbole_mtl``."""
     global _APPLIED
@@ -386,6 +400,7 @@ def apply() -> None:
     _patch_get_flops()
     _patch_ensure_dir()
     _patch_atomic_file_reader()
+    _patch_loader_index_lists()
     from recbole.data.interaction import Interaction
 
     Interaction.__getitem__ = _interaction_getitem

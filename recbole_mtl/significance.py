@@ -5,6 +5,7 @@
   mean over users is the figure RecBole reports.
 * :func:`auc`: the rank-based AUC RecBole computes, for resampled test interactions (AUC is not a
   mean over users, so the bootstrap recomputes it on each resample).
+* :func:`micro_f1`: the category task's micro-F1, recomputed on resampled held-out items.
 * :func:`paired_bootstrap`: the mean difference A - B of a metric and its percentile interval,
   resampling test units (users) and seeds together, both models on the same draws.
 
@@ -68,6 +69,21 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 def auc_statistic(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> Statistic:
     """The AUC of ``scores[seed]`` against ``labels[seed]`` over the drawn interactions."""
     return lambda seed, idx: auc(np.asarray(scores[seed])[idx], np.asarray(labels[seed])[idx])
+
+
+def micro_f1(preds: np.ndarray, labels: np.ndarray) -> float:
+    """Micro-F1 of multi-label predictions ``[n, C]`` (bool) against labels ``[n, C]`` (the
+    category task's ``category_micro_f1``); 0 when nothing is predicted or labelled."""
+    preds, labels = np.asarray(preds, dtype=bool), np.asarray(labels, dtype=bool)
+    tp = int((preds & labels).sum())
+    fp, fn = int((preds & ~labels).sum()), int((~preds & labels).sum())
+    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def micro_f1_statistic(preds: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> Statistic:
+    """The micro-F1 of ``preds[seed]`` against ``labels[seed]`` over the drawn items (micro-F1 is
+    not a mean over items, so each replicate recomputes it, as :func:`auc_statistic` does)."""
+    return lambda seed, idx: micro_f1(np.asarray(preds[seed])[idx], np.asarray(labels[seed])[idx])
 
 
 def paired_bootstrap(stat_a: Statistic, stat_b: Statistic, n_units: int, n_seeds: int, n_boot: int = 1000,

@@ -383,6 +383,8 @@ class MultiTaskTrainer(Trainer):
                 self.last_pointwise[name] = {"prob": probs, "label": labels, "users": users}
                 result.update(self.model.task(name).metrics(probs, labels))
         phase = "valid" if eval_data is self._valid_loader else "test"
+        #: per item task, the last evaluation's held-out item ids, decoded predictions and labels
+        self.last_items = {}
         for name in self._tasks_by("items"):
             task = self.model.task(name)
             with torch.no_grad():
@@ -390,6 +392,7 @@ class MultiTaskTrainer(Trainer):
             if phase == "valid":
                 task.fit_threshold(probs, labels)
             result.update(task.metrics(probs, labels))
+            self.last_items[name] = task.per_item(phase, probs, labels)
         self._pointwise = {}
         return result
 

@@ -211,3 +211,16 @@ def test_item_ids_checked_unique_are_not_hashed_again_and_unchecked_ones_are(tmp
 
     safe_create_dataset(config)
     assert ["item_id"] in calls and ["user_id"] in calls  # RecBole's own drop
+
+
+def test_recboles_loaders_index_rows_without_a_list_per_row(data_root):
+    from torch.utils.data import DataLoader
+
+    config = Config(model="MTLRec", dataset="ml-slice", cmd_args=[],
+                    config_dict=base_config(data_root, **{**TINY, "shuffle": False, "train_batch_size": 97}))
+    _, train, valid, _, _ = build_data_and_model(config)
+    for loader in (train, valid):
+        indices = DataLoader.__getattribute__(loader, "dataset")
+        assert isinstance(indices, range) and len(indices) == loader.sample_size
+    seen = torch.cat([batch["item_id"] for batch in train])  # every row once, in order
+    assert torch.equal(seen, train.dataset.inter_feat["item_id"])

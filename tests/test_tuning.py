@@ -17,7 +17,8 @@ import torch
 
 from recbole_mtl import tuning
 from recbole_mtl.errors import ConfigError
-from recbole_mtl.significance import auc, auc_statistic, mean_statistic, paired_bootstrap
+from recbole_mtl.significance import (auc, auc_statistic, mean_statistic, micro_f1, micro_f1_statistic,
+                                     paired_bootstrap)
 from tests.conftest import base_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +66,22 @@ def test_auc_bootstrap_pairs_the_interactions_of_both_models():
     interval = paired_bootstrap(auc_statistic([good], [labels]), auc_statistic([weak], [labels]), 600, 1,
                                 n_boot=300, seed=0)
     assert interval.significant and interval.mean == pytest.approx(auc(good, labels) - auc(weak, labels))
+
+
+def test_micro_f1_bootstrap_recomputes_f1_on_the_drawn_items():
+    labels = np.array([[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=bool)
+    preds = np.array([[1, 1, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]], dtype=bool)
+    assert micro_f1(preds, labels) == pytest.approx(2 * 4 / (2 * 4 + 1 + 2))  # tp 4, fp 1, fn 2 by hand
+    rng = np.random.default_rng(4)
+    truth = rng.random((500, 6)) < 0.3
+    good = truth ^ (rng.random((500, 6)) < 0.05)  # 5% of the cells flipped
+    weak = truth ^ (rng.random((500, 6)) < 0.25)
+    interval = paired_bootstrap(micro_f1_statistic([good], [truth]), micro_f1_statistic([weak], [truth]), 500, 1,
+                                n_boot=300, seed=0)
+    assert interval.significant and interval.mean == pytest.approx(micro_f1(good, truth) - micro_f1(weak, truth))
+    same = paired_bootstrap(micro_f1_statistic([good], [truth]), micro_f1_statistic([good], [truth]), 500, 1,
+                            n_boot=50, seed=0)
+    assert (same.low, same.mean, same.high) == (0.0, 0.0, 0.0) and not same.significant
 
 
 # -- search spaces --------------------------------------------------------------------------------
@@ -232,3 +249,18 @@ def test_the_protocol_applies_to_the_sequence_task_only():
     assert mode == {"SASRec": {"valid": "uni100", "test": "uni100"}, "MTLRec": {"valid": "uni100", "test": "uni100"},
                     "MTLRec@category": "full", "DeepFM": "labeled"}
     assert run_config(parse_spec("MTLRec"), 1, 0, 1, 0.001, args, {"learning_rate": 0.01})["learning_rate"] == 0.01
+
+
+def test_per_item_category_values_give_the_reported_micro_f1(data_root, workdir):
+    from recbole_mtl.benchmark import _per_user, _TestRecorder
+
+    built = _built(data_root, tasks=["sequence", "category"], epochs=1)
+    built.trainer.evaluate(built.valid_data, load_best_model=False)  # fits the decoding threshold
+    recorder = _TestRecorder(built.trainer, built.config["USER_ID_FIELD"])
+    result = built.trainer.evaluate(built.test_data, load_best_model=False)
+    values = _per_user(built, recorder, built.trainer, None)
+    items = values["category_items"]
+    assert len(items) == len(set(items)) == len(values["category_pred"]) == len(values["category_label"]) > 10
+    assert values["category_label"].any(axis=1).all()  # held-out items all have a category
+    assert micro_f1(values["category_pred"], values["category_label"]) == pytest.approx(
+        result["category_micro_f1"], abs=1e-4)

@@ -188,6 +188,12 @@ class CategoryTask(Task):
             preds[torch.arange(len(probs)), probs.argmax(1)] = True
         return preds
 
+    def per_item(self, phase: str, probs: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"items", "pred", "label"}``: the held-out item ids of ``phase``, their decoded
+        predictions and their labels (bool ``[N, C]``), for per-item significance tests."""
+        return {"items": self.held_out(phase).detach().cpu(), "pred": self.decode(probs.detach().cpu()),
+                "label": labels.detach().cpu() > 0.5}
+
     def fit_threshold(self, probs: torch.Tensor, labels: torch.Tensor) -> float:
         """The threshold of :data:`THRESHOLDS` with the best micro-F1 on ``probs``; kept in the model."""
         truth = labels.detach().cpu() > 0.5
