@@ -225,6 +225,12 @@ def _train_plan(text: str | None, sizes: list[int]) -> dict[int, tuple[int, ...]
     return plan
 
 
+def _known(name: str) -> bool:
+    """A run name this script measures (rows of other names, from older versions of it, are dropped)."""
+    return name in ("before", "after", "saved", "prepare") or \
+        any(name.startswith(p) and name[len(p):].isdigit() for p in ("scale-", "prepare-"))
+
+
 def _gib(values) -> str:
     return " / ".join(f"{v:.2f}" for v in values)
 
@@ -338,14 +344,17 @@ def report(rows: list[dict], command: str, args: argparse.Namespace, out_md: Pat
     out_md.write_text("\n".join(lines) + "\n")
 
     measured = [r for r in rows if "build_s" in r]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    names = [f"{r['name']}\n{r['world_size']}p" for r in measured]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    names = [f"{r['name'].split('-')[0]} {r['size'] // 10**6}M {r['world_size']}p" if r.get("size")
+             else f"{r['name']} {r['world_size']}p" for r in measured]
     axes[0].bar(names, [r["build_s"] for r in measured], color="tab:blue")
     axes[0].set_ylabel("build s (loading + tables)")
     axes[1].bar(names, [max(r["peak_rss_gib"]) for r in measured], color="tab:orange")
     axes[1].set_ylabel("peak RSS of the largest rank (GiB)")
     for ax in axes:
-        ax.tick_params(axis="x", labelsize=7)
+        ax.tick_params(axis="x", labelsize=8, labelrotation=45)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     fig.suptitle("MTLRec on synthetic data, 2-core CPU")
     fig.tight_layout()
     fig.savefig(out_md.with_suffix(".png"), dpi=120)
@@ -403,7 +412,8 @@ def main() -> None:
                          for w in (1, 2)]
         redo = {(name, world) for name, _, _, world, _ in plan}
         kept = [line for line in (jsonl.read_text().splitlines() if jsonl.exists() else [])
-                if line.strip() and (json.loads(line)["name"], json.loads(line)["world_size"]) not in redo]
+                if line.strip() and _known(json.loads(line)["name"])
+                and (json.loads(line)["name"], json.loads(line)["world_size"]) not in redo]
         staged = jsonl.with_suffix(".jsonl.partial")
         staged.write_text("".join(line + "\n" for line in kept))
         skipped = set()
@@ -422,8 +432,13 @@ def main() -> None:
                 print(f"   {dataset} could not be prepared: its runs are skipped", flush=True)
                 skipped.add(dataset)
         os.replace(staged, jsonl)  # the results file is replaced whole, once every run is done
-    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-    report(rows, command, args, args.out)
+    lines = [line for line in jsonl.read_text().splitlines() if line.strip()]
+    known = [line for line in lines if _known(json.loads(line)["name"])]
+    if len(known) < len(lines):  # rows of run names this script no longer measures
+        staged = jsonl.with_suffix(".jsonl.partial")
+        staged.write_text("".join(line + "\n" for line in known))
+        os.replace(staged, jsonl)
+    report([json.loads(line) for line in known], command, args, args.out)
     print(args.out.read_text())
 
 
