@@ -182,6 +182,15 @@ def build_checkpoint_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _dataset_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags of the subcommands that read one dataset for one model (``validate``, ``prepare``)."""
+    parser.add_argument("--model", "-m", type=str, default="MTLRec", help="model name (default: MTLRec)")
+    parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (default: ml-100k)")
+    parser.add_argument("--config_files", type=str, default=None, help='YAML files, space separated')
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
 def build_validate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recbole-mtl validate",
@@ -189,11 +198,7 @@ def build_validate_parser() -> argparse.ArgumentParser:
         "additional feature files) and print what is wrong: file, line, field and how to fix it. "
         "Any other --key=value overrides a config key (e.g. --data_path=...).",
     )
-    parser.add_argument("--model", "-m", type=str, default="MTLRec", help="model name (default: MTLRec)")
-    parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (default: ml-100k)")
-    parser.add_argument("--config_files", type=str, default=None, help='YAML files, space separated')
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    return parser
+    return _dataset_arguments(parser)
 
 
 def validate_main(argv: Sequence[str]) -> list:
@@ -222,11 +227,7 @@ def build_prepare_parser() -> argparse.ArgumentParser:
         "and every rank of a multi-process run, load it instead of the atomic files. "
         "Any other --key=value overrides a config key.",
     )
-    parser.add_argument("--model", "-m", type=str, default="MTLRec", help="model name (default: MTLRec)")
-    parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (default: ml-100k)")
-    parser.add_argument("--config_files", type=str, default=None, help='YAML files, space separated')
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    return parser
+    return _dataset_arguments(parser)
 
 
 def prepare_main(argv: Sequence[str]) -> str:
