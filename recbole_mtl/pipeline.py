@@ -99,21 +99,11 @@ def obtain_dataset(config: Config, save: Optional[bool] = None):
         logger.warning(f"the saved dataset {path} is not used: {why}. Building the dataset from its atomic files"
                        + (" and saving it anew." if save else "; --save_dataset=True saves it anew."))
     if not (save and distributed.context().is_distributed):
-        if config["validate_data"] is not False:
-            _validate_once(config)
-        init_seed(config["seed"], config["reproducibility"])
-        dataset = build_dataset(config, safe_create_dataset)
-        if save:
-            save_dataset(dataset, path)
-        return dataset
+        return _from_files(config, path if save else None, _validate_once)
     error = None
     if distributed.rank() == 0:
         try:
-            if config["validate_data"] is not False:
-                validate_dataset(config)
-            init_seed(config["seed"], config["reproducibility"])
-            dataset = build_dataset(config, safe_create_dataset)
-            save_dataset(dataset, path)
+            dataset = _from_files(config, path, validate_dataset)
         except Exception as e:  # the other ranks wait for the saved dataset: tell them it will not come
             error = e
     shared = distributed.broadcast_object(None if error is None else (type(error).__name__, str(error)))
@@ -124,6 +114,18 @@ def obtain_dataset(config: Config, save: Optional[bool] = None):
     if distributed.rank() != 0:
         dataset = saved.load(path, config, cls)
     init_seed(config["seed"], config["reproducibility"])
+    return dataset
+
+
+def _from_files(config: Config, save_to: Optional[str], check) -> Any:
+    """The dataset built from its atomic files (checked first by ``check`` unless ``validate_data:
+    False``), saved to ``save_to`` when given."""
+    if config["validate_data"] is not False:
+        check(config)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = build_dataset(config, safe_create_dataset)
+    if save_to:
+        save_dataset(dataset, save_to)
     return dataset
 
 

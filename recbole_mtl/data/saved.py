@@ -83,7 +83,8 @@ def source_files(config) -> dict:
     """``{file name: [bytes, mtime_ns]}`` of the atomic files a run reads."""
     from recbole_mtl.checkpoint import dataset_files
 
-    return {os.path.basename(f): [os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in dataset_files(config)}
+    stats = {os.path.basename(f): os.stat(f) for f in dataset_files(config)}
+    return {name: [st.st_size, st.st_mtime_ns] for name, st in stats.items()}
 
 
 def describe(config, dataset_class) -> dict:
@@ -245,7 +246,9 @@ class _Reader:
         if name not in self.cache:
             with open(path, "rb") as f:
                 version = np.lib.format.read_magic(f)
-                shape, _, _ = np.lib.format._read_array_header(f, version)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                    else np.lib.format.read_array_header_2_0
+                shape, _, _ = read_header(f)
             empty = int(np.prod(shape)) == 0
             self.cache[name] = np.load(path, mmap_mode=None if empty else "c", allow_pickle=False)
         return self.cache[name]
