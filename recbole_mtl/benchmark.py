@@ -60,7 +60,10 @@ LEAVE_ONE_OUT = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "
 RESULT_TAG = "BENCHMARK_RESULT "
 FIELDS = ["model", "seed", "fold", "learning_rate", "params", "tasks", "selected", "valid_metric", "valid_score",
           "epochs_run", "best_epoch", "epoch_cap", "hit_cap", "protocol", "time_per_epoch_s", "train_time_s",
-          "peak_rss_mb", "split", "per_user", "curve"]
+          "peak_rss_mb", "split", "per_user", "trial", "curve"]
+#: User attribute of a completed tuning trial: its result (test metrics included), so the best
+#: trial stands as the first seed's final run.
+TRIAL_RESULT = "result"
 #: ``--models`` presets: every model family the benchmark compares (``all``) and the quick default.
 PRESETS = {
     "default": "MTLRec,SASRec,GRU4Rec,DeepFM,MTLRec@category,CategoryMLP",
@@ -286,8 +289,9 @@ def worker(spec_text: str, dataset: str, config_dict: dict, extra: Optional[dict
     """Train and test one model; returns its test metrics, time per epoch and peak memory.
 
     ``extra``: ``{"tune": {...}}`` makes the run a tuning trial (it reports each validation score to
-    its study, may be pruned, and is not tested); ``{"per_user": path}`` writes the per-user test
-    values there (:mod:`recbole_mtl.significance`).
+    its study and may be pruned; it is tested only with ``per_user``, so that the best trial can
+    stand as its seed's final run); ``{"per_user": path}`` writes the per-user test values there
+    (:mod:`recbole_mtl.significance`).
     """
     from recbole.utils import init_logger, init_seed
 
@@ -346,7 +350,7 @@ def worker(spec_text: str, dataset: str, config_dict: dict, extra: Optional[dict
     train_time = time.perf_counter() - start
     epochs_run = max(1, len(trainer.train_loss_dict))
     test: dict = {}
-    if not extra.get("tune"):
+    if not extra.get("tune") or extra.get("per_user"):
         recorder = _TestRecorder(trainer, config["USER_ID_FIELD"])
         result = dict(trainer.evaluate(test_data, load_best_model=True))
         baseline_interest = None
@@ -813,6 +817,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='YAML files read by every run, space separated, e.g. the dataset config that convert '
                         'writes: --config_files=dataset/NAME/NAME.yaml')
     parser.add_argument("--out", default=None, help="output folder (default: results/<dataset>)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs (trials and final runs) in parallel, each in its own process; with N cores, "
+                        "N runs of OMP_NUM_THREADS=1")
     parser.add_argument("--timeout", type=int, default=6 * 3600, help="seconds one run may take")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.epilog = "Any other --key=value is a config override applied to every run (e.g. --category_field=class)."
@@ -824,61 +831,249 @@ def _label(spec: ModelSpec, seed: int, fold: int, lr: float, params: str) -> str
     return f"{spec.text.replace(':', '_').replace('@', '_').replace('+', '_')}-s{seed}-f{fold}-lr{lr:g}{tag}"
 
 
-def tune(specs: list[ModelSpec], args: argparse.Namespace, base: dict, out: Path) -> dict:
-    """Run (or resume) ``args.tune`` trials per model; returns ``{spec text: study summary}``."""
-    from recbole_mtl import tuning
+@dataclass
+class _Job:
+    """One run of the benchmark: a tuning trial (``trial`` set) or a final run (``key`` set)."""
 
-    path = out / tuning.STUDY_FILE
-    studies = {}
-    for spec in specs:
+    spec: ModelSpec
+    name: str
+    config: dict
+    log: Path
+    extra: dict
+    trial: object = None
+    key: tuple = ()
+    started: float = 0.0
+
+
+class _Runner:
+    """Runs the benchmark's runs, ``args.jobs`` processes at a time, in the order of ``--models``.
+
+    For each model: its tuning trials (``--tune N``), then, once its study is done, its final runs
+    (every seed with the best configuration; the grid of ``--lr_grid`` without tuning). The best
+    trial already is seed ``--seed``'s final run (same configuration, same seed; it was tested and
+    kept its per-user values), so that run is taken from the trial, not trained again. A free process
+    moves on to the next model while a model's last trials finish. Every study and ``runs.csv``
+    update happens in this process, as each run ends, so a killed benchmark loses only the runs
+    that were in flight."""
+
+    def __init__(self, specs: list[ModelSpec], args: argparse.Namespace, base: dict, out: Path):
+        self.specs, self.args, self.base, self.out = specs, args, base, out
+        self.runs_csv = out / "runs.csv"
+        self.rows = read_runs(self.runs_csv)
+        self.done = {_key(r) for r in self.rows}
+        self.studies: dict = {}   # spec text -> summary of its finished study
+        self._tuning: dict = {}   # spec text -> {"study", "name", "space", "defaults", "distributions", "running"}
+        self._started: set = set()
+        self._failure: Optional[BaseException] = None
+        self._finished_runs = 0
+
+    # -- what to run ----------------------------------------------------------------------------
+    def plan(self, spec: ModelSpec) -> list[tuple]:
+        """The final runs of ``spec``: (spec, seed, fold, learning rate, tuned params as JSON)."""
+        args = self.args
+        tuned = self.studies.get(spec.text, {}).get("params")
+        folds = range(args.folds) if _item_tasks(spec) and args.folds > 1 else [0]
+        lrs = [float(tuned.get("learning_rate", args.lrs[0]))] if tuned is not None else args.lrs
+        params = json.dumps(tuned, sort_keys=True) if tuned is not None else ""
+        return [(spec, seed, fold, lr, params) for seed in args.seed_list for fold in folds for lr in lrs]
+
+    def _next(self) -> Optional[_Job]:
+        for spec in self.specs:
+            if self.args.tune and spec.text not in self.studies:
+                state = self._open(spec)
+                from recbole_mtl import tuning
+
+                if len(tuning.counted(state["study"])) + state["running"] < self.args.tune:
+                    return self._trial_job(spec, state)
+                if state["running"]:
+                    continue  # its final runs wait for its last trials
+                self.studies[spec.text] = self._close(spec, state)
+            for key in self.plan(spec):
+                k = (key[0].text, *key[1:])
+                if k not in self.done and k not in self._started:
+                    self._started.add(k)
+                    return self._final_job(key)
+        return None
+
+    def _open(self, spec: ModelSpec) -> dict:
+        from recbole_mtl import tuning
+
+        if spec.text in self._tuning:
+            return self._tuning[spec.text]
         space = tuning.load_space(tuning.space_path(spec.model.split("+")[0]))
-        conditions = {k: base.get(k) for k in ("epochs", "stopping_step", "max_len", "protocol", "overrides",
-                                                "label_field", "label_threshold")}
-        name = tuning.study_name(args.dataset, spec.text, space, conditions)
-        maximize = spec.valid_metric.lower() not in SMALLER
-        study = tuning.open_study(path, name, maximize, args.seed)
+        conditions = {k: self.base.get(k) for k in ("epochs", "stopping_step", "max_len", "protocol", "overrides",
+                                                     "label_field", "label_threshold")}
+        name = tuning.study_name(self.args.dataset, spec.text, space, conditions)
+        path = self.out / tuning.STUDY_FILE
+        study = tuning.open_study(path, name, spec.valid_metric.lower() not in SMALLER, self.args.seed)
         requeued = tuning.recover(study)
-        defaults = tuning.model_defaults(spec.model)
-        done = len(tuning.counted(study))
-        print(f"tune {spec.text}: study '{name}' in {path}: {done} of {args.tune} trials done"
-              + (f", {requeued} interrupted trial(s) queued again" if requeued else ""), flush=True)
+        print(f"tune {spec.text}: study '{name}' in {path}: {len(tuning.counted(study))} of {self.args.tune} trials "
+              "done" + (f", {requeued} interrupted trial(s) queued again" if requeued else ""), flush=True)
         # a spec that names its balancing method (MMoE:pcgrad) keeps it
         distributions = {k: d for k, d in space.distributions().items() if not (spec.balance and k == "loss_balance")}
-        while done < args.tune:
-            trial = study.ask(distributions)
-            params = space.overrides(trial.params, defaults)
-            config = run_config(spec, args.seed_list[0], 0, 1, float(params.get("learning_rate", args.lrs[0])),
-                                base, params)
-            extra = {"tune": {"storage": tuning.storage_url(path), "study": name, "trial_id": trial._trial_id}}
-            log = out / "logs" / "tuning" / f"{_label(spec, args.seed_list[0], 0, 0, '')}-t{trial.number}.log"
-            t0 = time.perf_counter()
-            try:
-                result = _run_one(spec, args.dataset, config, log, args.timeout, extra)
-            except (RunFailedError, subprocess.TimeoutExpired) as e:
-                trial.set_user_attr(tuning.ERROR, str(e)[:500])
-                study.tell(trial, state=optuna_state("FAIL"))
-                print(f"  trial {trial.number} failed ({type(e).__name__}); log: {log}", flush=True)
-            else:
-                if "pruned" in result:
-                    study.tell(trial, state=optuna_state("PRUNED"))
-                    outcome = "pruned"
-                else:
-                    study.tell(trial, float(result["valid_score"]))
-                    outcome = f"{spec.valid_metric} {float(result['valid_score']):.4f}"
-                print(f"  trial {trial.number}: {tuning.describe(trial.params)}: {outcome} "
-                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
-            done = len(tuning.counted(study))
-        states = [t.state.name for t in study.get_trials(deepcopy=False)]
+        state = {"study": study, "name": name, "space": space, "defaults": tuning.model_defaults(spec.model),
+                 "distributions": distributions, "running": 0, "path": path}
+        self._tuning[spec.text] = state
+        return state
+
+    def _trial_job(self, spec: ModelSpec, state: dict) -> _Job:
+        from recbole_mtl import tuning
+
+        trial = state["study"].ask(state["distributions"])
+        state["running"] += 1
+        params = state["space"].overrides(trial.params, state["defaults"])
+        config = run_config(spec, self.args.seed_list[0], 0, 1, float(params.get("learning_rate", self.args.lrs[0])),
+                            self.base, params)
+        name = f"{_label(spec, self.args.seed_list[0], 0, 0, '')}-t{trial.number}"
+        logs = self.out / "logs" / "tuning"
+        config["checkpoint_dir"] = str(self.out / "checkpoints" / "tuning" / name)
+        extra = {"tune": {"storage": tuning.storage_url(state["path"]), "study": state["name"],
+                          "trial_id": trial._trial_id},
+                 "per_user": str(logs / f"{name}.npz")}
+        return _Job(spec, name, config, logs / f"{name}.log", extra, trial=trial)
+
+    def _final_job(self, key: tuple) -> _Job:
+        spec, seed, fold, lr, params = key
+        args = self.args
+        config = run_config(spec, seed, fold, args.folds if _item_tasks(spec) else 1, lr, self.base,
+                            json.loads(params) if params else None)
+        name = _label(spec, seed, fold, lr, params)
+        config["checkpoint_dir"] = str(self.out / "checkpoints" / name)
+        return _Job(spec, name, config, self.out / "logs" / f"{name}.log",
+                    {"per_user": str(self.out / "per_user" / f"{name}.npz")}, key=key)
+
+    def _close(self, spec: ModelSpec, state: dict) -> dict:
+        """The study's summary; the best trial becomes seed ``--seed``'s final run when it can."""
+        from recbole_mtl import tuning
+
+        study, space = state["study"], state["space"]
         best = tuning.best_params(study)
         if best is None:
-            raise RunFailedError(f"tuning {spec.text}: no trial of study '{name}' completed (see the logs under "
-                                 f"{out / 'logs' / 'tuning'}); check the search space {space.path}.")
-        studies[spec.text] = {
-            "study": name, "space": str(space.path), "params": space.overrides(best, defaults), "best": best,
-            "best_value": float(study.best_value), "complete": states.count("COMPLETE"),
-            "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
-        }
-    return studies
+            raise RunFailedError(f"tuning {spec.text}: no trial of study '{state['name']}' completed (see the logs "
+                                 f"under {self.out / 'logs' / 'tuning'}); check the search space {space.path}.")
+        states = [t.state.name for t in study.get_trials(deepcopy=False)]
+        params = space.overrides(best, state["defaults"])
+        summary = {"study": state["name"], "space": str(space.path), "params": params, "best": best,
+                   "best_value": float(study.best_value), "complete": states.count("COMPLETE"),
+                   "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
+                   "trial": study.best_trial.number}
+        self.studies[spec.text] = summary
+        self._adopt_best_trial(spec, study.best_trial)
+        return summary
+
+    def _adopt_best_trial(self, spec: ModelSpec, trial) -> None:
+        """Record the best trial as seed ``--seed``'s final run (fold 0) if it holds a tested result
+        and the final run would have the same configuration (one fold)."""
+        result = trial.user_attrs.get(TRIAL_RESULT)
+        key = next((k for k in self.plan(spec) if k[1] == self.args.seed_list[0] and k[2] == 0), None)
+        if not result or not result.get("test") or key is None or (_item_tasks(spec) and self.args.folds > 1):
+            return
+        k = (key[0].text, *key[1:])
+        if k in self.done:
+            return
+        name = _label(*key)
+        source = self.out / "logs" / "tuning" / f"{_label(spec, key[1], 0, 0, '')}-t{trial.number}.npz"
+        per_user = Path("per_user") / f"{name}.npz"
+        if source.is_file():
+            (self.out / per_user).parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(self.out / per_user, "wb") as f:
+                f.write(source.read_bytes())
+        elif result.get("per_user_written"):
+            return  # its per-user values are gone (another machine's logs): train the run again
+        config = run_config(spec, key[1], 0, 1, key[3], self.base, json.loads(key[4]) if key[4] else None)
+        self._record(key, config, result, per_user if (self.out / per_user).is_file() else None,
+                     trial=trial.number)
+        print(f"  {spec.text} seed={key[1]}: the best trial ({trial.number}) is this run "
+              f"({TASK_METRICS[spec.tasks[0]][0]} {result['test'].get(TASK_METRICS[spec.tasks[0]][0], float('nan')):.4f})",
+              flush=True)
+
+    # -- running ----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        running: dict = {}
+        with ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
+            while True:
+                while len(running) < self.args.jobs and self._failure is None:
+                    try:
+                        job = self._next()
+                    except Exception as e:  # noqa: BLE001 - runs in flight are recorded first
+                        self._failure = e
+                        break
+                    if job is None:
+                        break
+                    job.started = time.perf_counter()
+                    what = f"trial {job.trial.number}" if job.trial is not None else \
+                        f"seed={job.key[1]}" + (f" fold={job.key[2]}" if self.args.folds > 1 else "") + \
+                        f" lr={job.key[3]:g}" + (" (tuned)" if job.key[4] else "")
+                    print(f"start {job.spec.text} {what}: log {job.log}", flush=True)
+                    running[pool.submit(_run_one, job.spec, self.args.dataset, job.config, job.log,
+                                        self.args.timeout, job.extra)] = job
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = running.pop(future)
+                    if job.trial is not None:
+                        self._trial_ended(job, future)
+                    else:
+                        self._final_ended(job, future)
+        if self._failure is not None:
+            raise self._failure
+        return self.studies
+
+    def _trial_ended(self, job: _Job, future) -> None:
+        from recbole_mtl import tuning
+
+        state = self._tuning[job.spec.text]
+        state["running"] -= 1
+        study, trial = state["study"], job.trial
+        seconds = time.perf_counter() - job.started
+        try:
+            result = future.result()
+        except (RunFailedError, subprocess.TimeoutExpired) as e:
+            trial.set_user_attr(tuning.ERROR, str(e)[:500])
+            study.tell(trial, state=optuna_state("FAIL"))
+            print(f"  {job.spec.text} trial {trial.number} failed ({type(e).__name__}); log: {job.log}", flush=True)
+            return
+        if "pruned" in result:
+            study.tell(trial, state=optuna_state("PRUNED"))
+            outcome = "pruned"
+        else:
+            kept = {k: result.get(k) for k in ("test", "valid_score", "epochs_run", "best_epoch", "epoch_cap",
+                                              "hit_cap", "time_per_epoch_s", "train_time_s", "peak_rss_mb", "split",
+                                              "curve")}
+            kept["per_user_written"] = Path(job.extra["per_user"]).is_file()
+            trial.set_user_attr(TRIAL_RESULT, kept)
+            study.tell(trial, float(result["valid_score"]))
+            outcome = f"{job.spec.valid_metric} {float(result['valid_score']):.4f}"
+        print(f"  {job.spec.text} trial {trial.number}: {tuning.describe(trial.params)}: {outcome} ({seconds:.0f} s)",
+              flush=True)
+
+    def _final_ended(self, job: _Job, future) -> None:
+        try:
+            result = future.result()
+        except Exception as e:  # noqa: BLE001 - the others in flight are still recorded
+            self._failure = self._failure or e
+            return
+        per_user = Path("per_user") / f"{job.name}.npz"
+        self._record(job.key, job.config, result, per_user if (self.out / per_user).exists() else None)
+        main_metric = TASK_METRICS[job.spec.tasks[0]][0]
+        print(f"  {job.spec.text} seed={job.key[1]} done in {time.perf_counter() - job.started:.0f} s "
+              f"({main_metric} {result['test'].get(main_metric, float('nan')):.4f})", flush=True)
+
+    def _record(self, key: tuple, config: dict, result: dict, per_user: Optional[Path], trial=None) -> None:
+        spec, seed, fold, lr, params = key
+        row = {"model": spec.text, "seed": seed, "fold": fold, "learning_rate": lr, "params": params,
+               "tasks": "+".join(spec.tasks), "selected": 0, "protocol": self.args.protocol,
+               "valid_metric": config.get("valid_metric", spec.valid_metric),
+               "per_user": per_user.as_posix() if per_user else "", "trial": "" if trial is None else trial,
+               **{k: result.get(k, "") for k in ("valid_score", "epochs_run", "best_epoch", "epoch_cap", "hit_cap",
+                                                "time_per_epoch_s", "train_time_s", "peak_rss_mb", "split", "curve")},
+               **result["test"]}
+        self.rows.append(row)
+        self.done.add(_key(row))
+        write_runs(self.runs_csv, select(self.rows))
 
 
 def optuna_state(name: str):
@@ -903,8 +1098,8 @@ def main(argv: Sequence[str]) -> dict:
         lrs = [float(x) for x in args.lr_grid.split(",") if x.strip()]
     except ValueError as e:
         raise ConfigError(f"--lr_grid must be comma-separated numbers, e.g. 0.001,0.003 ({e}).") from None
-    if args.seeds < 1 or args.folds < 1 or args.epochs < 1 or args.tune < 0:
-        raise ConfigError("--seeds, --folds and --epochs must be at least 1, --tune at least 0.")
+    if args.seeds < 1 or args.folds < 1 or args.epochs < 1 or args.tune < 0 or args.jobs < 1:
+        raise ConfigError("--seeds, --folds, --epochs and --jobs must be at least 1, --tune at least 0.")
     if args.seeds > MAX_SEEDS:
         raise ConfigError(f"--seeds is how many seeds to run ({args.seed}, {args.seed + 1}, ...), at most {MAX_SEEDS}; "
                           f"got {args.seeds}. To start from another seed, set --seed={args.seeds} --seeds=3.")
@@ -912,50 +1107,18 @@ def main(argv: Sequence[str]) -> dict:
     args.seed_list = [args.seed + i for i in range(args.seeds)]
     out = Path(args.out or Path("results") / args.dataset)
     runs_csv = out / "runs.csv"
-    rows = read_runs(runs_csv)
-    done = {_key(r) for r in rows}
     base = {"epochs": args.epochs, "stopping_step": args.stopping_step, "max_len": args.max_len,
             "checkpoint_dir": str(out / "checkpoints"), "label_field": args.label_field,
             "label_threshold": args.label_threshold, "data_path": args.data_path, "overrides": overrides,
             "config_files": [str(Path(f).resolve()) for f in (args.config_files or "").split() if f],
             "protocol": args.protocol}
-    studies = tune(specs, args, base, out) if args.tune else {}
-    plan = []
-    for seed in args.seed_list:
-        for spec in specs:
-            folds = range(args.folds) if _item_tasks(spec) and args.folds > 1 else [0]
-            tuned = studies.get(spec.text, {}).get("params")
-            for fold in folds:
-                for lr in ([float(tuned.get("learning_rate", lrs[0]))] if tuned is not None else lrs):
-                    plan.append((spec, seed, fold, lr, json.dumps(tuned, sort_keys=True) if tuned is not None else ""))
-    todo = [p for p in plan if (p[0].text, p[1], p[2], p[3], p[4]) not in done]
-    print(f"benchmark {args.dataset}: {len(plan)} runs, {len(plan) - len(todo)} already in {runs_csv}, "
-          f"{len(todo)} to go", flush=True)
-    started = time.perf_counter()
-    for i, (spec, seed, fold, lr, params) in enumerate(todo, start=1):
-        label = f"{spec.text} seed={seed}" + (f" fold={fold}" if args.folds > 1 else "") + f" lr={lr:g}"
-        print(f"[{i}/{len(todo)}] {label}{' (tuned)' if params else ''} ...", end=" ", flush=True)
-        config = run_config(spec, seed, fold, args.folds if _item_tasks(spec) else 1, lr, base,
-                            json.loads(params) if params else None)
-        t0 = time.perf_counter()
-        name = _label(spec, seed, fold, lr, params)
-        per_user = Path("per_user") / f"{name}.npz"
-        result = _run_one(spec, args.dataset, config, out / "logs" / f"{name}.log", args.timeout,
-                          {"per_user": str(out / per_user)})
-        row = {"model": spec.text, "seed": seed, "fold": fold, "learning_rate": lr, "params": params,
-               "tasks": "+".join(spec.tasks), "selected": 0, "protocol": args.protocol,
-               "valid_metric": config.get("valid_metric", spec.valid_metric),
-               "per_user": per_user.as_posix() if (out / per_user).exists() else "",
-               **{k: result.get(k, "") for k in ("valid_score", "epochs_run", "best_epoch", "epoch_cap", "hit_cap",
-                                                "time_per_epoch_s", "train_time_s", "peak_rss_mb", "split", "curve")},
-               **result["test"]}
-        rows.append(row)
-        write_runs(runs_csv, select(rows))
-        elapsed = time.perf_counter() - started
-        eta = elapsed / i * (len(todo) - i)
-        main_metric = TASK_METRICS[spec.tasks[0]][0]
-        print(f"done in {time.perf_counter() - t0:.0f} s ({main_metric} {result['test'].get(main_metric, float('nan')):.4f}); "
-              f"about {eta / 60:.0f} min left", flush=True)
+    runner = _Runner(specs, args, base, out)
+    print(f"benchmark {args.dataset}: {len(specs)} model(s)"
+          + (f", {args.tune} tuning trial(s) each, then the best configuration" if args.tune else "")
+          + f" with {args.seeds} seed(s); {args.jobs} run(s) at a time; what {runs_csv}"
+          + (f" and {out / 'tuning.db'}" if args.tune else "") + " already hold is skipped", flush=True)
+    studies = runner.run()
+    plan = [p for spec in specs for p in runner.plan(spec)]
     rows = select(read_runs(runs_csv))
     planned = {(spec.text, seed, fold, lr, params) for spec, seed, fold, lr, params in plan}
     rows = [r for r in rows if _key(r) in planned]

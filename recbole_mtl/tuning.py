@@ -174,6 +174,18 @@ def storage_url(path: Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
+#: Seconds a process waits for the study file while another writes it (``benchmark --jobs``: the
+#: benchmark and its trials' processes share one SQLite file).
+SQLITE_TIMEOUT_S = 300
+
+
+def storage(url: str):
+    """Optuna's ``RDBStorage`` on ``url``, waiting for SQLite's lock instead of failing at once."""
+    import optuna
+
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+
+
 #: Epochs a trial always trains before the median rule may stop it (a slower start, e.g. a lower
 #: learning rate, is not judged on its first epochs).
 PRUNE_WARMUP_EPOCHS = 2
@@ -192,8 +204,7 @@ def open_study(path: Path, name: str, maximize: bool, seed: int):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path.parent.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(storage_url(path))
-    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+    study = optuna.create_study(study_name=name, storage=storage(storage_url(path)), load_if_exists=True,
                                 direction="maximize" if maximize else "minimize", pruner=pruner())
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=5)
     return study
@@ -256,7 +267,7 @@ class TrialReporter:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.load_study(study_name=tune["study"], storage=tune["storage"], pruner=pruner())
+        study = optuna.load_study(study_name=tune["study"], storage=storage(tune["storage"]), pruner=pruner())
         self.trial = optuna.trial.Trial(study, int(tune["trial_id"]))
 
     def report(self, epoch_idx: int, valid_score: float) -> None:
