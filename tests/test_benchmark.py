@@ -69,7 +69,7 @@ def test_benchmark_command_writes_csv_markdown_chart_and_resumes(tmp_path, capsy
     stamp = (out / "runs.csv").stat().st_mtime_ns
     main(argv)  # everything is done: nothing reruns
     printed = capsys.readouterr().out
-    assert "4 already in" in printed and "0 to go" in printed
+    assert "4 final run(s): 4 already in" in printed and "0 recorded now" in printed
     assert (out / "runs.csv").stat().st_mtime_ns == stamp
 
     (out / "runs.csv").write_text("".join(open(out / "runs.csv").readlines()[:-1]))  # as if the last run died

@@ -3,6 +3,7 @@ paired bootstrap intervals, per-user metrics, and one-pass sampled scoring."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -197,6 +198,63 @@ def test_tuning_resumes_after_its_process_is_killed(tmp_path):
     assert "## Tuning" in (out / "summary.md").read_text() and (out / "curves.png").is_file()
     rows = (out / "runs.csv").read_text()
     assert '"{""dropout""' in rows  # the rows carry the tuned parameters
+
+
+# -- parallel runs: each model tuned, then its seeds; the best trial is the first seed's run ---------
+def test_parallel_runs_finish_each_model_and_the_best_trial_is_the_first_seeds_run(tmp_path):
+    import csv
+
+    from recbole_mtl import benchmark
+    from tests.conftest import write_slice
+
+    write_slice(tmp_path / "data", max_user=40)
+    out = tmp_path / "out"
+    args = ["benchmark", "--dataset=ml-slice", f"--data_path={tmp_path / 'data'}", f"--out={out}",
+            "--models=MTLRec@category,CategoryMLP", "--tune=2", "--seeds=2", "--epochs=2", "--jobs=2",
+            "--category_field=class", "--MAX_ITEM_LIST_LENGTH=10", "--n_layers=1"]
+    argv = [sys.executable, str(REPO / "run_recbole_mtl.py"), *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    # a model's final runs start only once its trials have ended
+    lines = first.stdout.splitlines()
+    for model in ("MTLRec@category", "CategoryMLP"):
+        trial_ends = [i for i, l in enumerate(lines) if l.startswith(f"  {model} trial ")]
+        finals = [i for i, l in enumerate(lines) if l.startswith(f"start {model} seed=")]
+        assert len(trial_ends) == 2 and finals and max(trial_ends) < min(finals)
+
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    parsed, specs, base, _ = benchmark.parse(args[1:])
+    path = out / tuning.STUDY_FILE
+    for spec in specs:
+        mine = {int(r["seed"]): r for r in rows if r["model"] == spec.text}
+        assert sorted(mine) == [2020, 2021]
+        name = next(n for n in optuna.get_all_study_names(tuning.storage_url(path)) if f"/{spec.text}/" in n)
+        study = optuna.load_study(study_name=name, storage=tuning.storage_url(path))
+        assert len(tuning.counted(study)) == 2
+        assert mine[2020]["trial"] == str(study.best_trial.number)  # taken from the best trial, not retrained
+        assert mine[2021]["trial"] == ""
+        assert (out / mine[2020]["per_user"]).is_file()
+        assert json.loads(mine[2020]["params"]) == space_params(spec, study)
+        # the best trial's test metrics are those of the first seed's run trained afresh
+        row = mine[2020]
+        key = (spec, 2020, 0, float(row["learning_rate"]), row["params"])
+        job = benchmark._Runner(specs, parsed, base, tmp_path / "again")._final_job(key)
+        again = benchmark._run_one(spec, "ml-slice", job.config, tmp_path / "again.log", 600, job.extra)
+        metrics = benchmark.TASK_METRICS["category"]
+        assert {m: round(float(row[m]), 6) for m in metrics} == {m: round(again["test"][m], 6) for m in metrics}
+
+    # the same command again runs nothing
+    second = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "start " not in second.stdout
+    assert list(csv.DictReader(open(out / "runs.csv"))) == rows
+
+
+def space_params(spec, study) -> dict:
+    """The config keys of the study's best trial, as the benchmark writes them in ``params``."""
+    space = tuning.load_space(tuning.space_path(spec.model))
+    return json.loads(json.dumps(space.overrides(study.best_trial.params, tuning.model_defaults(spec.model))))
 
 
 # -- per-user metrics and one-pass sampled scoring --------------------------------------------------
