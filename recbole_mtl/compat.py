@@ -376,6 +376,20 @@ def _patch_loader_index_lists() -> None:
     abstract_dataloader.list = _range_not_list
 
 
+# RecBole 1.2.1's sequential_recommender/sine.py calls torch.autograd.set_detect_anomaly(True) when
+# it is imported (importing any of RecBole's sequential models imports it): from then on every model
+# of the process trained in anomaly mode, a stack trace recorded per op and a NaN check per gradient,
+# 1.5-1.7x slower a batch (results/anomaly_mode.md). Import it now and put the mode back.
+def _import_model_zoo_keeping_anomaly_mode() -> None:
+    """Import RecBole's sequential models, leaving autograd's anomaly mode as the process had it
+    (off unless the user turned it on; off as well when they were imported before, by RecBole)."""
+    imported_before = "recbole.model.sequential_recommender.sine" in sys.modules
+    mode = False if imported_before else torch.is_anomaly_enabled()
+    check_nan = torch.is_anomaly_check_nan_enabled()
+    importlib.import_module("recbole.model.sequential_recommender")
+    torch.autograd.set_detect_anomaly(mode, check_nan=check_nan)
+
+
 def apply() -> None:
     """Apply every patch once. Called by ``import recbole_mtl``."""
     global _APPLIED
@@ -401,6 +415,7 @@ def apply() -> None:
     _patch_ensure_dir()
     _patch_atomic_file_reader()
     _patch_loader_index_lists()
+    _import_model_zoo_keeping_anomaly_mode()
     from recbole.data.interaction import Interaction
 
     Interaction.__getitem__ = _interaction_getitem

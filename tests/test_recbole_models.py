@@ -123,3 +123,28 @@ def test_other_parameter_keeps_int_keys_through_a_safe_checkpoint(tmp_path):
     reloaded = unpack_other(torch.load(path, weights_only=True)["other_parameter"])["ripple_set"]
     assert set(reloaded) == {1, 2}
     torch.testing.assert_close(reloaded[1][0][2], torch.tensor([5, 6]))
+
+
+@pytest.mark.parametrize("user_mode", [False, True])
+def test_recboles_model_zoo_leaves_autograd_anomaly_mode_as_the_process_had_it(user_mode):
+    """RecBole's sine.py turns anomaly mode on when imported; after ``import recbole_mtl`` and any of
+    RecBole's sequential models (SINE included), the mode is the one the process had before."""
+    import subprocess
+    import sys
+
+    code = ("import torch\n"
+            f"torch.autograd.set_detect_anomaly({user_mode})\n"
+            "import recbole_mtl\n"
+            "from recbole_mtl.utils import get_model\n"
+            "get_model('SASRec'); get_model('SINE')\n"
+            "import recbole.model.sequential_recommender.sine\n"
+            "print('anomaly', torch.is_anomaly_enabled())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == f"anomaly {user_mode}"
+    # RecBole alone (without the plugin) does turn it on: the fix is what keeps it off
+    plain = subprocess.run([sys.executable, "-c", "import torch, recbole.model.sequential_recommender\n"
+                            "print('anomaly', torch.is_anomaly_enabled())"], capture_output=True, text=True,
+                           timeout=300, cwd=REPO)
+    assert plain.stdout.strip().splitlines()[-1] == "anomaly True"
