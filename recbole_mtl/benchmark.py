@@ -684,6 +684,7 @@ def significance(rows: list[dict], specs: list[ModelSpec], out: Path, n_boot: in
              "| task | metric | compared with | difference | 95% interval | seeds | test cases | |",
              "|---|---|---|---|---|---|---|---|"]
     shown = 0
+    verdicts: dict = {}  # task -> {"above"|"below"|"same": ["Model (+0.0123)"]}, for the task's first metric
     for task, metrics in SIGNIFICANCE.items():
         if task not in ref.tasks:
             continue
@@ -717,8 +718,17 @@ def significance(rows: list[dict], specs: list[ModelSpec], out: Path, n_boot: in
                 lines.append(f"| {task} | {metric} | {spec.text} | {interval.mean:+.4f} | "
                              f"[{interval.low:+.4f}, {interval.high:+.4f}] | {len(usable)} | {n} | {verdict} |")
                 shown += 1
+                if metric == metrics[0]:
+                    side = "same" if not interval.significant else ("above" if interval.mean > 0 else "below")
+                    verdicts.setdefault(task, {}).setdefault(side, []).append(f"{spec.text} ({interval.mean:+.4f})")
     if not shown:
         return []
+    lines += ["", f"In words ({ref.text} against each model, on each task's first metric above):", ""]
+    for task, sides in verdicts.items():
+        parts = [f"significantly above {', '.join(sides['above'])}" if sides.get("above") else "",
+                 f"significantly below {', '.join(sides['below'])}" if sides.get("below") else "",
+                 f"not significantly different from {', '.join(sides['same'])}" if sides.get("same") else ""]
+        lines.append(f"- {task} ({SIGNIFICANCE[task][0]}): {ref.text} is " + "; ".join(p for p in parts if p) + ".")
     return lines + [""]
 
 
@@ -733,7 +743,8 @@ def tuning_section(studies: dict, args: argparse.Namespace) -> list[str]:
              "`properties/search/<Model>.yaml` (`default.yaml` for a model without its own file); the studies are in "
              f"`{STUDY_FILE}` (SQLite, one study per model, named dataset/model/digest of its space). Each model's "
              "best configuration was then run with every seed on the test set (its parameters are in runs.csv, "
-             "column `params`).", "",
+             f"column `params`); for seed {args.seed_list[0]} that run is the best trial itself (column `trial`), "
+             "which was tested when it ended and is not trained again.", "",
              "| model | study | trials complete / pruned / failed | best validation | best configuration |",
              "|---|---|---|---|---|"]
     for name, st in studies.items():

@@ -322,3 +322,40 @@ def test_per_item_category_values_give_the_reported_micro_f1(data_root, workdir)
     assert values["category_label"].any(axis=1).all()  # held-out items all have a category
     assert micro_f1(values["category_pred"], values["category_label"]) == pytest.approx(
         result["category_micro_f1"], abs=1e-4)
+
+
+# -- the significance section, from runs.csv rows and per-user files ----------------------------------
+def test_significance_section_pairs_users_and_seeds_and_says_who_wins(tmp_path):
+
+    from recbole_mtl import benchmark
+    from recbole_mtl.significance import write_npz
+
+    rng = np.random.default_rng(0)
+    users = np.array([str(u) for u in range(300)])
+    specs = [benchmark.parse_spec(s) for s in ("MTLRec", "SASRec", "GRU4Rec")]
+    rows, ref_values = [], {}
+    for seed in (2020, 2021):
+        base = rng.random(300)
+        ref_values[seed] = base
+        # SASRec: every user 0.05 lower than MTLRec; GRU4Rec: the same values, in another user order
+        per_model = {"MTLRec": (users, base), "SASRec": (users, base - 0.05), "GRU4Rec": (users[::-1], base[::-1])}
+        for model, (order, ndcg) in per_model.items():
+            file = tmp_path / "per_user" / f"{model}-{seed}.npz"
+            file.parent.mkdir(exist_ok=True)
+            write_npz(file, {"users": order, "ndcg@10": ndcg, "hit@10": (ndcg > 0.5).astype(float),
+                             "mrr@10": ndcg / 2})
+            rows.append({"model": model, "seed": seed, "fold": 0, "selected": 1,
+                         "per_user": f"per_user/{model}-{seed}.npz"})
+    # a row that is not selected (another learning rate) is ignored
+    rows.append({"model": "SASRec", "seed": 2020, "fold": 0, "selected": 0, "per_user": "per_user/missing.npz"})
+    lines = benchmark.significance(rows, specs, tmp_path, n_boot=200, seed=0)
+    table = {(l.split("|")[2].strip(), l.split("|")[3].strip()): l for l in lines if l.startswith("| sequence")}
+    sasrec = table[("ndcg@10", "SASRec")].split("|")
+    assert float(sasrec[4]) == pytest.approx(0.05, abs=1e-4) and "| significant |" in table[("ndcg@10", "SASRec")]
+    assert sasrec[6].strip() == "2" and sasrec[7].strip() == "300"  # seeds, users
+    gru = table[("ndcg@10", "GRU4Rec")]
+    assert float(gru.split("|")[4]) == pytest.approx(0.0, abs=1e-9)  # users matched by token, not by row
+    assert "*not significant*" in gru
+    words = [l for l in lines if l.startswith("- sequence")]
+    assert words == ["- sequence (ndcg@10): MTLRec is significantly above SASRec (+0.0500); "
+                     "not significantly different from GRU4Rec (+0.0000)."]
