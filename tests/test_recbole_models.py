@@ -148,3 +148,23 @@ def test_recboles_model_zoo_leaves_autograd_anomaly_mode_as_the_process_had_it(u
                             "print('anomaly', torch.is_anomaly_enabled())"], capture_output=True, text=True,
                            timeout=300, cwd=REPO)
     assert plain.stdout.strip().splitlines()[-1] == "anomaly True"
+
+
+def test_recboles_feedforward_gelu_is_the_same_function_in_one_kernel():
+    """compat's gelu for RecBole's FeedForward gives RecBole's values and gradients (erf form)."""
+    from recbole.model.layers import FeedForward
+
+    from recbole_mtl import compat
+
+    layer = FeedForward(hidden_size=8, inner_size=16, hidden_dropout_prob=0.0, hidden_act="gelu",
+                        layer_norm_eps=1e-12)
+    assert layer.intermediate_act_fn.__func__ is compat._fused_gelu  # what every Transformer model is built with
+    x = (torch.randn(4096, dtype=torch.float64) * 4).requires_grad_()
+    y = x.detach().clone().requires_grad_()
+    fused, composed = compat._fused_gelu(layer, x), compat.recbole_gelu(layer, y)
+    assert torch.allclose(fused, composed, atol=1e-12, rtol=0)
+    fused.sum().backward()
+    composed.sum().backward()
+    assert torch.allclose(x.grad, y.grad, atol=1e-12, rtol=0)
+    # not the tanh approximation, which differs by up to about 1e-3
+    assert (torch.nn.functional.gelu(y.detach(), approximate="tanh") - composed.detach()).abs().max() > 1e-4

@@ -326,7 +326,6 @@ def test_per_item_category_values_give_the_reported_micro_f1(data_root, workdir)
 
 # -- the significance section, from runs.csv rows and per-user files ----------------------------------
 def test_significance_section_pairs_users_and_seeds_and_says_who_wins(tmp_path):
-
     from recbole_mtl import benchmark
     from recbole_mtl.significance import write_npz
 
