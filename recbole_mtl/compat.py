@@ -379,7 +379,7 @@ def _patch_loader_index_lists() -> None:
 # RecBole 1.2.1's sequential_recommender/sine.py calls torch.autograd.set_detect_anomaly(True) when
 # it is imported (importing any of RecBole's sequential models imports it): from then on every model
 # of the process trained in anomaly mode, a stack trace recorded per op and a NaN check per gradient,
-# 1.5-1.7x slower a batch (results/anomaly_mode.md). Import it now and put the mode back.
+# slower a batch (results/compat_speed.md). Import it now and put the mode back.
 def _import_model_zoo_keeping_anomaly_mode() -> None:
     """Import RecBole's sequential models, leaving autograd's anomaly mode as the process had it
     (off unless the user turned it on; off as well when they were imported before, by RecBole)."""
