@@ -643,6 +643,8 @@ SIGNIFICANCE = {"sequence": ["ndcg@10", "hit@10", "mrr@10"], "interest": ["inter
 #: Per-run file arrays of a task tested per interaction / item: (units, values, labels).
 _UNITS = {"interest": ("interest_users", "interest_prob", "interest_label"),
           "category": ("category_items", "category_pred", "category_label")}
+#: Tasks whose test units depend on the seed (the category split is drawn per seed).
+PER_SEED_UNITS = {"category"}
 
 
 def _reference(specs: list[ModelSpec]) -> Optional[ModelSpec]:
@@ -678,7 +680,7 @@ def significance(rows: list[dict], specs: list[ModelSpec], out: Path, n_boot: in
              "paired with seed s of the other). Top-k metrics are means of per-user values (RecBole's `metric_info`); "
              "AUC is not a mean over users, so each replicate recomputes it on the resampled test interactions, "
              "and the category task's micro-F1 on the resampled held-out test items (the same items for every "
-             "model of a seed). "
+             "model of a seed; each seed holds out its own items, so they are drawn within each drawn seed). "
              "*not significant*: the interval contains 0. Read from the per-run files under "
              "[`per_user/`](per_user/) named in runs.csv.", "",
              "| task | metric | compared with | difference | 95% interval | seeds | test cases | |",
@@ -703,20 +705,23 @@ def significance(rows: list[dict], specs: list[ModelSpec], out: Path, n_boot: in
                           and a_val in ref_runs[s] and b_val in other[s]]
                 if not usable:
                     continue
-                a, b, n = sig.align([ref_runs[s] for s in usable], [other[s] for s in usable], key, a_val)
-                if n == 0:
+                # the category task's held-out items depend on the seed: matched within each seed
+                align = sig.align_per_seed if task in PER_SEED_UNITS else sig.align
+                a, b, n = align([ref_runs[s] for s in usable], [other[s] for s in usable], key, a_val)
+                if (min(n) if isinstance(n, list) else n) == 0:
                     continue
                 if task in _UNITS:
-                    labels, _, _ = sig.align([ref_runs[s] for s in usable], [other[s] for s in usable], key,
-                                             _UNITS[task][2])
+                    labels, _, _ = align([ref_runs[s] for s in usable], [other[s] for s in usable], key,
+                                         _UNITS[task][2])
                     statistic = sig.auc_statistic if task == "interest" else sig.micro_f1_statistic
                     stat_a, stat_b = statistic(a, labels), statistic(b, labels)
                 else:
                     stat_a, stat_b = sig.mean_statistic(a), sig.mean_statistic(b)
                 interval = sig.paired_bootstrap(stat_a, stat_b, n, len(usable), n_boot=n_boot, seed=seed)
                 verdict = "significant" if interval.significant else "*not significant*"
+                cases = " / ".join(str(c) for c in n) + " (per seed)" if isinstance(n, list) else str(n)
                 lines.append(f"| {task} | {metric} | {spec.text} | {interval.mean:+.4f} | "
-                             f"[{interval.low:+.4f}, {interval.high:+.4f}] | {len(usable)} | {n} | {verdict} |")
+                             f"[{interval.low:+.4f}, {interval.high:+.4f}] | {len(usable)} | {cases} | {verdict} |")
                 shown += 1
                 if metric == metrics[0]:
                     side = "same" if not interval.significant else ("above" if interval.mean > 0 else "below")

@@ -97,19 +97,27 @@ def paired_bootstrap(stat_a: Statistic, stat_b: Statistic, n_units: int, n_seeds
 
     Args:
         stat_a, stat_b: ``(seed index, unit indices [n]) -> metric`` of each model.
-        n_units: test units (users, or interactions) shared by both models.
+        n_units: test units (users, or interactions) shared by both models, the same in every seed;
+            or a list, the units of each seed when seeds have their own (the category task's
+            held-out items depend on the seed): a replicate then draws units within each drawn seed.
         n_seeds: seeds both models ran.
         n_boot: bootstrap replicates.
         seed: seed of the resampling (the same call gives the same interval).
         level: coverage of the interval.
     """
-    if n_units < 1 or n_seeds < 1:
+    per_seed = not isinstance(n_units, (int, np.integer))
+    counts = [int(n) for n in n_units] if per_seed else [int(n_units)] * n_seeds
+    if len(counts) != n_seeds or min(counts, default=0) < 1 or n_seeds < 1:
         raise ValueError(f"paired_bootstrap needs at least one unit and one seed (got {n_units}, {n_seeds}).")
-    everyone = np.arange(n_units)
-    point = float(np.mean([stat_a(s, everyone) - stat_b(s, everyone) for s in range(n_seeds)]))
+    point = float(np.mean([stat_a(s, np.arange(counts[s])) - stat_b(s, np.arange(counts[s])) for s in range(n_seeds)]))
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
     for r in range(n_boot):
+        if per_seed:  # each seed has its own units (the category task's held-out items): drawn within it
+            seeds = rng.integers(0, n_seeds, n_seeds)
+            draws = [(int(s), rng.integers(0, counts[s], counts[s])) for s in seeds]
+            diffs[r] = np.mean([stat_a(s, idx) - stat_b(s, idx) for s, idx in draws])
+            continue
         idx = rng.integers(0, n_units, n_units)
         seeds = rng.integers(0, n_seeds, n_seeds)
         diffs[r] = np.mean([stat_a(int(s), idx) - stat_b(int(s), idx) for s in seeds])
@@ -158,7 +166,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def align(runs_a: list[dict], runs_b: list[dict], key: str, value: str) -> tuple[list, list, int]:
+def align(runs_a: list[dict], runs_b: list[dict], key: str, value: str):
     """Values of ``value`` of both models on the units (``key``: user tokens) every run has, in one
     order per seed; ``([A per seed], [B per seed], n_units)``."""
     common = None
@@ -166,9 +174,22 @@ def align(runs_a: list[dict], runs_b: list[dict], key: str, value: str) -> tuple
         units = set(run[key].tolist())
         common = units if common is None else common & units
     order = sorted(common or [])
+    return [_pick(r, key, value, order) for r in runs_a], [_pick(r, key, value, order) for r in runs_b], len(order)
 
-    def pick(run):
-        position = {u: i for i, u in enumerate(run[key].tolist())}
-        return np.asarray(run[value])[[position[u] for u in order]]
 
-    return [pick(r) for r in runs_a], [pick(r) for r in runs_b], len(order)
+def align_per_seed(runs_a: list[dict], runs_b: list[dict], key: str, value: str):
+    """As :func:`align`, but the units are matched within each seed (run ``s`` of A with run ``s``
+    of B): for units that depend on the seed, such as the category task's held-out items;
+    ``([A per seed], [B per seed], [units per seed])``."""
+    a, b, counts = [], [], []
+    for run_a, run_b in zip(runs_a, runs_b):
+        order = sorted(set(run_a[key].tolist()) & set(run_b[key].tolist()))
+        a.append(_pick(run_a, key, value, order))
+        b.append(_pick(run_b, key, value, order))
+        counts.append(len(order))
+    return a, b, counts
+
+
+def _pick(run: dict, key: str, value: str, order: list) -> np.ndarray:
+    position = {u: i for i, u in enumerate(run[key].tolist())}
+    return np.asarray(run[value])[[position[u] for u in order]]

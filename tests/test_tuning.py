@@ -358,3 +358,28 @@ def test_significance_section_pairs_users_and_seeds_and_says_who_wins(tmp_path):
     words = [l for l in lines if l.startswith("- sequence")]
     assert words == ["- sequence (ndcg@10): MTLRec is significantly above SASRec (+0.0500); "
                      "not significantly different from GRU4Rec (+0.0000)."]
+
+
+def test_category_significance_matches_items_within_each_seed(tmp_path):
+    """Each seed holds out its own items: the test counts every seed's items, not the few that all
+    seeds share, and a model right on every item is significantly above one wrong on every item."""
+    from recbole_mtl import benchmark
+    from recbole_mtl.significance import write_npz
+
+    rng = np.random.default_rng(1)
+    specs = [benchmark.parse_spec(s) for s in ("MTLRec", "CategoryMLP")]
+    rows = []
+    for k, seed in enumerate((2020, 2021, 2022)):
+        items = np.array([f"{seed}-{i}" for i in range(40 + k)])  # no item shared between seeds
+        labels = rng.random((len(items), 5)) < 0.3
+        labels[:, 0] = True
+        for model, pred in (("MTLRec", labels), ("CategoryMLP", ~labels)):
+            name = f"per_user/{model}-{seed}.npz"
+            (tmp_path / "per_user").mkdir(exist_ok=True)
+            write_npz(tmp_path / name, {"category_items": items, "category_pred": pred, "category_label": labels})
+            rows.append({"model": model, "seed": seed, "fold": 0, "selected": 1, "per_user": name})
+    lines = benchmark.significance(rows, specs, tmp_path, n_boot=200, seed=0)
+    row = next(l for l in lines if l.startswith("| category | category_micro_f1 | CategoryMLP"))
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[7] == "40 / 41 / 42 (per seed)"
+    assert float(cells[4]) == pytest.approx(1.0) and cells[8] == "significant"
