@@ -942,13 +942,17 @@ class _Runner:
         params = state["space"].overrides(trial.params, state["defaults"])
         config = run_config(spec, self.args.seed_list[0], 0, 1, float(params.get("learning_rate", self.args.lrs[0])),
                             self.base, params)
-        name = f"{_label(spec, self.args.seed_list[0], 0, 0, '')}-t{trial.number}"
+        name = self._trial_name(spec, trial.number)
         logs = self.out / "logs" / "tuning"
         config["checkpoint_dir"] = str(self.out / "checkpoints" / "tuning" / name)
         extra = {"tune": {"storage": tuning.storage_url(state["path"]), "study": state["name"],
                           "trial_id": trial._trial_id},
                  "per_user": str(logs / f"{name}.npz")}
         return _Job(spec, name, config, logs / f"{name}.log", extra, trial=trial)
+
+    def _trial_name(self, spec: ModelSpec, number: int) -> str:
+        """The name of a trial's log, per-user file and checkpoint folder."""
+        return f"{_label(spec, self.args.seed_list[0], 0, 0, '')}-t{number}"
 
     def _final_job(self, key: tuple) -> _Job:
         spec, seed, fold, lr, params = key
@@ -990,7 +994,7 @@ class _Runner:
         if k in self.done:
             return
         name = _label(*key)
-        source = self.out / "logs" / "tuning" / f"{_label(spec, key[1], 0, 0, '')}-t{trial.number}.npz"
+        source = self.out / "logs" / "tuning" / f"{self._trial_name(spec, trial.number)}.npz"
         per_user = Path("per_user") / f"{name}.npz"
         if source.is_file():
             (self.out / per_user).parent.mkdir(parents=True, exist_ok=True)
@@ -998,8 +1002,7 @@ class _Runner:
                 f.write(source.read_bytes())
         elif result.get("per_user_written"):
             return  # its per-user values are gone (another machine's logs): train the run again
-        config = run_config(spec, key[1], 0, 1, key[3], self.base, json.loads(key[4]) if key[4] else None)
-        self._record(key, config, result, per_user if (self.out / per_user).is_file() else None,
+        self._record(key, self._final_job(key).config, result, per_user if (self.out / per_user).is_file() else None,
                      trial=trial.number)
         print(f"  {spec.text} seed={key[1]}: the best trial ({trial.number}) is this run "
               f"({TASK_METRICS[spec.tasks[0]][0]} {result['test'].get(TASK_METRICS[spec.tasks[0]][0], float('nan')):.4f})",
