@@ -45,6 +45,7 @@ from recbole_mtl.checkpoint import atomic_open, atomic_write_text
 from recbole_mtl.derive import split_of
 from recbole_mtl.errors import ConfigError, RunFailedError
 from recbole_mtl.tasks import DEFAULT_TASKS, REGISTRY, TASK_NAMES
+from recbole_mtl.trainer import MTL_GAIN
 
 TASKS = TASK_NAMES
 #: Metrics reported per task (keys of the run records), the first is the task's main metric.
@@ -68,9 +69,14 @@ TRIAL_RESULT = "result"
 PRESETS = {
     "default": "MTLRec,SASRec,GRU4Rec,DeepFM,MTLRec@category,CategoryMLP",
     # cheapest first (seconds per epoch on ml-100k): a benchmark cut short leaves these finished
-    "all": "CategoryMLP,CategoryMLP+text,DeepFM,MTLRec@category,MTLRec,MTLRec@interest,MTLRec@sequence,MMoE,PLE,"
+    # (the single-task ablations before the multi-task models: they give --tune_objective mtl_gain its references)
+    "all": "CategoryMLP,CategoryMLP+text,DeepFM,MTLRec@category,MTLRec@interest,MTLRec@sequence,MTLRec,MMoE,PLE,"
            "DCNV2,GRU4Rec,DIN,SASRec,LightSANs,BERT4Rec",
 }
+#: ``--tune_objective``: what a multi-task model's trials maximise (and its runs stop early on).
+OBJECTIVES = ("mtl_gain", "first_task")
+#: ``--tune_objective mtl_gain``: the single-task models whose best validation values are the references.
+GAIN_REFERENCE_MODEL = "MTLRec"
 #: ``--protocol``: how the sequence task is scored (full ranking, or RecBole's sampled candidates).
 PROTOCOLS = ("full", "uni100", "pop100")
 CATEGORY_MLP_TEXT = CATEGORY_MLP + "+text"
@@ -89,6 +95,14 @@ class ModelSpec:
     @property
     def valid_metric(self) -> str:
         return VALID_METRIC[self.tasks[0]]
+
+    @property
+    def multi_task(self) -> bool:
+        return self.plugin and len(self.tasks) > 1
+
+    def gain_references(self) -> list[str]:
+        """The single-task specs whose tuned validation values are this spec's ``mtl_gain`` references."""
+        return [f"{GAIN_REFERENCE_MODEL}@{task}" for task in self.tasks]
 
 
 def parse_spec(text: str) -> ModelSpec:
@@ -141,7 +155,8 @@ def _ranking_mode(args: dict):
 def run_config(spec: ModelSpec, seed: int, fold: int, folds: int, learning_rate: float, args: dict,
                params: Optional[dict] = None) -> dict:
     """The config dict of one run: the same split, seed, epochs and patience for every model;
-    ``params``: tuned keys (they win over ``learning_rate`` and the model's defaults)."""
+    ``params``: tuned keys (they win over ``learning_rate`` and the model's defaults), with, for a
+    multi-task model tuned on ``mtl_gain``, its ``valid_metric`` and ``mtl_gain_reference``."""
     config = {
         "seed": seed, "epochs": args["epochs"], "stopping_step": args["stopping_step"], "learning_rate": learning_rate,
         "show_progress": False, "state": "INFO", "checkpoint_dir": args["checkpoint_dir"],
@@ -598,29 +613,34 @@ def _curve(row: dict) -> list:
 
 
 def plot_curves(rows: list[dict], specs: list[ModelSpec], path: Path) -> None:
-    """Validation metric against training time (wall clock, incl. validation), one panel per task."""
+    """Validation metric against training time (wall clock, incl. validation), one panel per
+    validation metric: each task's (models whose first task it is), and ``mtl_gain`` (the multi-task
+    models tuned on all their tasks)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = [t for t in TASKS if any(s.tasks[0] == t for s in specs)]
-    if not tasks:
+    panels: dict = {}  # validation metric -> [(spec, its selected rows)]
+    for spec in specs:
+        chosen = [r for r in rows if r["model"] == spec.text and int(r["selected"]) == 1 and _curve(r)]
+        if chosen:
+            panels.setdefault(chosen[0].get("valid_metric") or spec.valid_metric, []).append((spec, chosen))
+    if not panels:
         return
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        metric = ""
-        for k, spec in enumerate(s for s in specs if s.tasks[0] == task):
-            chosen = [r for r in rows if r["model"] == spec.text and int(r["selected"]) == 1]
+    task_of = {metric.lower(): task for task, metric in VALID_METRIC.items()}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (metric, entries) in zip(axes[0], panels.items()):
+        for k, (spec, chosen) in enumerate(entries):
             for j, row in enumerate(chosen):
                 curve = _curve(row)
-                if curve:
-                    metric = row.get("valid_metric", "")
-                    ax.plot([t for t, _ in curve], [v for _, v in curve], marker=".", color=f"C{k % 10}",
-                            alpha=0.8, label=spec.text if j == 0 else None)
+                ax.plot([t for t, _ in curve], [v for _, v in curve], marker=".", color=f"C{k % 10}",
+                        alpha=0.8, label=spec.text if j == 0 else None)
         ax.set_xlabel("training time, s (incl. validation; the machine may be shared)")
         ax.set_ylabel(f"validation {metric}")
-        ax.set_title(f"{task} (first task of each model)")
+        task = task_of.get(metric.lower())
+        ax.set_title(f"{task} (first task of each model)" if task else
+                     f"all tasks ({metric}: mean relative gain over the single-task references)")
         ax.legend(fontsize=7)
     _save_png(fig, path)
 
@@ -750,11 +770,22 @@ def tuning_section(studies: dict, args: argparse.Namespace) -> list[str]:
              "best configuration was then run with every seed on the test set (its parameters are in runs.csv, "
              f"column `params`); for seed {args.seed_list[0]} that run is the best trial itself (column `trial`), "
              "which was tested when it ended and is not trained again.", "",
-             "| model | study | trials complete / pruned / failed | best validation | best configuration |",
-             "|---|---|---|---|---|"]
+             "| model | study | trials complete / pruned / failed | objective | best validation | best configuration |",
+             "|---|---|---|---|---|---|"]
+    references = {}
     for name, st in studies.items():
+        objective = st.get("objective") or ""
+        if st.get("reference"):
+            references[name] = st["reference"]
         lines.append(f"| {name} | `{st['study']}` | {st['complete']} / {st['pruned']} / {st['failed']} | "
-                     f"{st['best_value']:.4f} | {describe(st['best'])} |")
+                     f"{objective} | {st['best_value']:.4f} | {describe(st['best'])} |")
+    if references:
+        lines += ["", f"`{MTL_GAIN}` (`--tune_objective {MTL_GAIN}`): a multi-task model's trials, and its runs' early "
+                  "stopping and best checkpoint, use the mean over its tasks of (validation value - reference) / "
+                  f"reference, the references being the best validation values of the tuned {GAIN_REFERENCE_MODEL}@<task> "
+                  "studies above: " + "; ".join(
+                      f"{name}: " + ", ".join(f"{m} {v:.4f}" for m, v in ref.items()) for name, ref in references.items())
+                  + ". 0 is on par with the single-task models on average; a model's other columns are test values."]
     return lines + [""]
 
 
@@ -819,6 +850,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tune", type=int, default=0,
                         help="N: tune every model with N Optuna trials (TPE, median pruning) on validation over "
                         "properties/search/<Model>.yaml, then run the best configuration with every seed")
+    parser.add_argument("--tune_objective", default="mtl_gain", choices=OBJECTIVES,
+                        help="what a multi-task model is tuned (and stopped early) on: mtl_gain, the mean relative "
+                        f"gain of its tasks' validation metrics over the tuned {GAIN_REFERENCE_MODEL}@<task> "
+                        "models (list them in --models), or first_task, its first task's metric")
     parser.add_argument("--protocol", default="full", choices=PROTOCOLS,
                         help="sequence task: full ranking, or 100 sampled negatives (uniform / by popularity)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates of the significance tests")
@@ -889,48 +924,76 @@ class _Runner:
     def plan(self, spec: ModelSpec) -> list[tuple]:
         """The final runs of ``spec``: (spec, seed, fold, learning rate, tuned params as JSON)."""
         args = self.args
-        tuned = self.studies.get(spec.text, {}).get("params")
+        study = self.studies.get(spec.text, {})
+        tuned = study.get("params")
         folds = range(args.folds) if _item_tasks(spec) and args.folds > 1 else [0]
         lrs = [float(tuned.get("learning_rate", args.lrs[0]))] if tuned is not None else args.lrs
-        params = json.dumps(tuned, sort_keys=True) if tuned is not None else ""
+        # the objective's keys too: the same configuration stopped early on another metric is another run
+        params = json.dumps({**tuned, **study.get("objective_config", {})}, sort_keys=True) if tuned is not None else ""
         return [(spec, seed, fold, lr, params) for seed in args.seed_list for fold in folds for lr in lrs]
 
     def _next(self) -> Optional[_Job]:
-        for spec in self.specs:
-            if self.args.tune and spec.text not in self.studies:
-                state = self._open(spec)
-                from recbole_mtl import tuning
+        from recbole_mtl import tuning
 
-                if len(tuning.counted(state["study"])) + state["running"] < self.args.tune:
-                    return self._trial_job(spec, state)
-                if state["running"]:
-                    continue  # its final runs wait for its last trials
-                self.studies[spec.text] = self._close(spec, state)
-            for key in self.plan(spec):
-                k = (key[0].text, *key[1:])
-                if k not in self.done and k not in self._started:
-                    self._started.add(k)
-                    return self._final_job(key)
+        closed = True
+        while closed:  # a study closed in this pass may let an earlier spec (waiting for it) start
+            closed = False
+            for spec in self.specs:
+                if self.args.tune and spec.text not in self.studies:
+                    state = self._open(spec)
+                    if state is None:
+                        continue  # its mtl_gain references are still being tuned
+                    if len(tuning.counted(state["study"])) + state["running"] < self.args.tune:
+                        return self._trial_job(spec, state)
+                    if state["running"]:
+                        continue  # its final runs wait for its last trials
+                    self.studies[spec.text] = self._close(spec, state)
+                    closed = True
+                for key in self.plan(spec):
+                    k = (key[0].text, *key[1:])
+                    if k not in self.done and k not in self._started:
+                        self._started.add(k)
+                        return self._final_job(key)
         return None
 
-    def _open(self, spec: ModelSpec) -> dict:
+    def _objective(self, spec: ModelSpec) -> Optional[dict]:
+        """The validation keys of a multi-task spec tuned on ``mtl_gain`` (``{}`` for the others);
+        ``None`` while a reference's study is still open."""
+        if not (spec.multi_task and self.args.tune_objective == "mtl_gain"):
+            return {}
+        reference = {}
+        for ref, task in zip(spec.gain_references(), spec.tasks):
+            if ref not in self.studies:
+                return None
+            reference[VALID_METRIC[task]] = round(float(self.studies[ref]["best_value"]), 6)
+        return {"valid_metric": MTL_GAIN, "mtl_gain_reference": reference}
+
+    def _open(self, spec: ModelSpec) -> Optional[dict]:
+        """The spec's study state (created or loaded); ``None`` while its objective waits for references."""
         from recbole_mtl import tuning
 
         if spec.text in self._tuning:
             return self._tuning[spec.text]
+        objective = self._objective(spec)
+        if objective is None:
+            return None
         space = tuning.load_space(tuning.space_path(spec.model.split("+")[0]))
         conditions = {k: self.base.get(k) for k in ("epochs", "stopping_step", "max_len", "protocol", "overrides",
                                                      "label_field", "label_threshold")}
+        if objective:
+            conditions["objective"] = objective  # new references (a re-tuned ablation): a new study
         name = tuning.study_name(self.args.dataset, spec.text, space, conditions)
         path = self.out / tuning.STUDY_FILE
-        study = tuning.open_study(path, name, spec.valid_metric.lower() not in SMALLER, self.args.seed)
+        metric = objective.get("valid_metric", spec.valid_metric)
+        study = tuning.open_study(path, name, metric.lower() not in SMALLER, self.args.seed)
         requeued = tuning.recover(study)
         print(f"tune {spec.text}: study '{name}' in {path}: {len(tuning.counted(study))} of {self.args.tune} trials "
-              "done" + (f", {requeued} interrupted trial(s) queued again" if requeued else ""), flush=True)
+              "done" + (f", {requeued} interrupted trial(s) queued again" if requeued else "")
+              + (f"; objective {MTL_GAIN} over {objective['mtl_gain_reference']}" if objective else ""), flush=True)
         # a spec that names its balancing method (MMoE:pcgrad) keeps it
         distributions = {k: d for k, d in space.distributions().items() if not (spec.balance and k == "loss_balance")}
         state = {"study": study, "name": name, "space": space, "defaults": tuning.model_defaults(spec.model),
-                 "distributions": distributions, "running": 0, "path": path}
+                 "distributions": distributions, "running": 0, "path": path, "objective": objective}
         self._tuning[spec.text] = state
         return state
 
@@ -941,7 +1004,7 @@ class _Runner:
         state["running"] += 1
         params = state["space"].overrides(trial.params, state["defaults"])
         config = run_config(spec, self.args.seed_list[0], 0, 1, float(params.get("learning_rate", self.args.lrs[0])),
-                            self.base, params)
+                            self.base, {**params, **state["objective"]})
         name = self._trial_name(spec, trial.number)
         logs = self.out / "logs" / "tuning"
         config["checkpoint_dir"] = str(self.out / "checkpoints" / "tuning" / name)
@@ -975,13 +1038,33 @@ class _Runner:
                                  f"under {self.out / 'logs' / 'tuning'}); check the search space {space.path}.")
         states = [t.state.name for t in study.get_trials(deepcopy=False)]
         params = space.overrides(best, state["defaults"])
+        objective = state["objective"]
         summary = {"study": state["name"], "space": str(space.path), "params": params, "best": best,
                    "best_value": float(study.best_value), "complete": states.count("COMPLETE"),
                    "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
-                   "trial": study.best_trial.number}
+                   "trial": study.best_trial.number,
+                   "objective": objective.get("valid_metric", spec.valid_metric),
+                   "reference": objective.get("mtl_gain_reference"), "objective_config": objective}
         self.studies[spec.text] = summary
+        self._drop_superseded(spec)
         self._adopt_best_trial(spec, study.best_trial)
         return summary
+
+    def _drop_superseded(self, spec: ModelSpec) -> None:
+        """Remove from ``runs.csv`` (and ``per_user/``) the final runs of ``spec`` made with another
+        configuration than its study's best (an earlier study, e.g. under another objective)."""
+        params = {key[4] for key in self.plan(spec)}
+        stale = [r for r in self.rows if r["model"] == spec.text and (r.get("params") or "") not in params]
+        if not stale:
+            return
+        for row in stale:
+            self.rows.remove(row)
+            self.done.discard(_key(row))
+            if row.get("per_user"):
+                (self.out / row["per_user"]).unlink(missing_ok=True)
+        write_runs(self.runs_csv, select(self.rows))
+        print(f"  {spec.text}: {len(stale)} final run(s) of an earlier configuration removed from {self.runs_csv}",
+              flush=True)
 
     def _adopt_best_trial(self, spec: ModelSpec, trial) -> None:
         """Record the best trial as seed ``--seed``'s final run (fold 0) if it holds a tested result
@@ -1068,7 +1151,7 @@ class _Runner:
             kept["per_user_written"] = Path(job.extra["per_user"]).is_file()
             trial.set_user_attr(TRIAL_RESULT, kept)
             study.tell(trial, float(result["valid_score"]))
-            outcome = f"{job.spec.valid_metric} {float(result['valid_score']):.4f}"
+            outcome = f"{job.config.get('valid_metric', job.spec.valid_metric)} {float(result['valid_score']):.4f}"
         print(f"  {job.spec.text} trial {trial.number}: {tuning.describe(trial.params)}: {outcome} ({seconds:.0f} s)",
               flush=True)
 
@@ -1126,6 +1209,14 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[ModelSpec], dic
     if args.seeds > MAX_SEEDS:
         raise ConfigError(f"--seeds is how many seeds to run ({args.seed}, {args.seed + 1}, ...), at most {MAX_SEEDS}; "
                           f"got {args.seeds}. To start from another seed, set --seed={args.seeds} --seeds=3.")
+    if args.tune and args.tune_objective == "mtl_gain":
+        texts = {s.text for s in specs}
+        for spec in (s for s in specs if s.multi_task):
+            missing = [r for r in spec.gain_references() if r not in texts]
+            if missing:
+                raise ConfigError(f"--tune_objective mtl_gain: {spec.text} is tuned on its tasks' gain over the tuned "
+                                  f"single-task models {spec.gain_references()}; add {','.join(missing)} to --models "
+                                  "(or tune on the first task's metric: --tune_objective first_task).")
     args.lrs = lrs
     args.seed_list = [args.seed + i for i in range(args.seeds)]
     out = Path(args.out or Path("results") / args.dataset)
@@ -1148,11 +1239,10 @@ def main(argv: Sequence[str]) -> dict:
           + (f" and {out / 'tuning.db'}" if args.tune else "") + " already hold is skipped", flush=True)
     studies = runner.run()
     plan = [p for spec in specs for p in runner.plan(spec)]
-    rows = select(read_runs(runs_csv))
     planned = {(spec.text, seed, fold, lr, params) for spec, seed, fold, lr, params in plan}
     print(f"benchmark {args.dataset}: {len(planned)} final run(s): {len(planned) - runner.recorded} already in "
           f"{runs_csv}, {runner.recorded} recorded now ({runner.trials} tuning trial(s) run now)", flush=True)
-    rows = [r for r in rows if _key(r) in planned]
+    rows = select([r for r in read_runs(runs_csv) if _key(r) in planned])
     summary = summarise(rows, specs)
     command = "python run_recbole_mtl.py benchmark " + " ".join(argv)
     report = extra_sections(rows, specs, out, studies, args)

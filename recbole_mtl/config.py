@@ -35,7 +35,7 @@ _UNDECLARED_KEYS = {
     "local_rank", "group_offset", "benchmark_filename", "numerical_features", "debug",
 }
 # Plugin metrics where smaller is better (RecBole knows its own).
-_SMALLER_SUFFIXES = ("logloss", "loss", "hamming", "rmse", "mae")
+SMALLER_SUFFIXES = ("logloss", "loss", "hamming", "rmse", "mae")
 
 
 def properties_dir() -> Path:
@@ -194,7 +194,7 @@ class Config(RecBoleConfig):
         self._check_dataset(data_path)
         metric = str(self.final_config_dict["valid_metric"]).split("@")[0].lower()
         if "_" in metric:  # a task metric of the multi-task models, e.g. interest_auc or rating_rmse
-            self.final_config_dict["valid_metric_bigger"] = not metric.endswith(_SMALLER_SUFFIXES)
+            self.final_config_dict["valid_metric_bigger"] = not metric.endswith(SMALLER_SUFFIXES)
 
     def _derive(self) -> dict:
         """What a RecBole model needs from the dataset config (:mod:`recbole_mtl.derive`); the keys set."""

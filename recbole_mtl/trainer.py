@@ -13,7 +13,8 @@
   the fused tables exactly once; per-task weights (and gradient norms) are logged every epoch;
 * one evaluation reports every enabled task: RecBole's full-ranking metrics for ``sequence``
   (``ndcg@10``, ...), ``interest_*`` on the same validation/test interactions, and ``category_*``
-  on the held-out items of that phase; ``valid_metric`` may be any of them;
+  on the held-out items of that phase; ``valid_metric`` may be any of them, or ``mtl_gain``: the
+  mean relative gain of the tasks' metrics over single-task references (``mtl_gain_reference``);
 * an optional learning-rate schedule (``lr_scheduler: none | plateau | cosine``);
 * several processes (torchrun): dense gradients averaged by DDP, sharded tables updated by
   TorchRec, training losses logged as the mean over ranks, every rank evaluating every user,
@@ -36,6 +37,7 @@ from tqdm import tqdm
 
 from recbole_mtl import checkpoint, distributed
 from recbole_mtl.balancing import GradNorm, PCGrad
+from recbole_mtl.config import SMALLER_SUFFIXES
 from recbole_mtl.data.windows import WindowDataLoader
 from recbole_mtl.errors import ConfigError, NonFiniteLossError
 
@@ -85,6 +87,7 @@ class MultiTaskTrainer(Trainer):
             # each rank names the checkpoint by its own clock: use rank 0's name everywhere
             self.saved_model_file = distributed.broadcast_object(self.saved_model_file)
 
+        self.mtl_gain_reference = _gain_reference(config) if self.valid_metric == MTL_GAIN else None
         self.balancer = getattr(model, "balancer", None)
         self._surgery: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
         self._task_losses = None
@@ -277,7 +280,12 @@ class MultiTaskTrainer(Trainer):
             self.tensorboard.add_scalar(f"Balance/{name}", value, epoch_idx)
 
     def _valid_epoch(self, valid_data, show_progress=False):
-        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        from recbole.utils import calculate_valid_score
+
+        valid_result = self.evaluate(valid_data, load_best_model=False, show_progress=show_progress)
+        if self.mtl_gain_reference is not None:
+            valid_result[MTL_GAIN] = mtl_gain(valid_result, self.mtl_gain_reference)
+        valid_score = calculate_valid_score(valid_result, self.valid_metric)
         if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.lr_scheduler.step(valid_score)
         step = len(self.train_loss_dict) - 1
@@ -404,6 +412,45 @@ class MultiTaskTrainer(Trainer):
         for batched_data in iter_data:
             interaction = batched_data[0].to(self.device)
             self._collect_pointwise(interaction, self.model.predict_tasks(interaction))
+
+
+#: ``valid_metric: mtl_gain``: the tasks' validation metrics as one number (for early stopping, the
+#: best checkpoint and tuning a multi-task model on all its tasks at once).
+MTL_GAIN = "mtl_gain"
+
+
+def _gain_reference(config) -> dict[str, float]:
+    """``mtl_gain_reference`` checked: ``{metric: value > 0}``, metric names lowercased."""
+    reference = config["mtl_gain_reference"]
+    fix = ("set mtl_gain_reference to each task's single-task validation value, e.g. "
+           "{NDCG@10: 0.07, interest_auc: 0.81, category_micro_f1: 0.40}")
+    if not isinstance(reference, dict) or not reference:
+        raise ConfigError(f"valid_metric: {MTL_GAIN} needs mtl_gain_reference (got {reference!r}): {fix}.")
+    out = {}
+    for name, value in reference.items():
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"mtl_gain_reference: '{name}' must be a positive number (got {reference[name]!r}): "
+                              f"{fix}.")
+        out[str(name).lower()] = value
+    return out
+
+
+def mtl_gain(result: dict, reference: dict[str, float]) -> float:
+    """The mean over the reference's metrics of the relative gain ``(value - ref) / ref`` (the sign
+    turned for a metric where smaller is better): 0 is on par with the references on average, 0.05
+    is 5% better. Raises :class:`ConfigError` when a reference names a metric the evaluation lacks."""
+    gains = []
+    for name, ref in reference.items():
+        if name not in result:
+            raise ConfigError(f"mtl_gain_reference names '{name}', which this model does not report; its "
+                              f"validation metrics are {sorted(k for k in result if k != MTL_GAIN)}.")
+        sign = -1.0 if name.split("@")[0].endswith(SMALLER_SUFFIXES) else 1.0
+        gains.append(sign * (float(result[name]) - ref) / ref)
+    return round(sum(gains) / len(gains), 6)
 
 
 def _grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:

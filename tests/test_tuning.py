@@ -398,3 +398,106 @@ def test_category_significance_matches_items_within_each_seed(tmp_path):
     cells = [c.strip() for c in row.split("|")]
     assert cells[7] == "40 / 41 / 42 (per seed)"
     assert float(cells[4]) == pytest.approx(1.0) and cells[8] == "significant"
+
+
+# -- one validation number over all tasks (valid_metric: mtl_gain) ---------------------------------
+def test_mtl_gain_is_the_mean_relative_gain_with_the_sign_turned_for_smaller_is_better():
+    from recbole_mtl.trainer import mtl_gain
+
+    result = {"ndcg@10": 0.06, "interest_auc": 0.84, "rating_rmse": 0.9}
+    reference = {"ndcg@10": 0.05, "interest_auc": 0.80, "rating_rmse": 1.0}
+    # (+0.2 + 0.05 + 0.1) / 3: a lower RMSE is a gain
+    assert mtl_gain(result, reference) == pytest.approx((0.2 + 0.05 + 0.1) / 3, abs=1e-6)
+    assert mtl_gain(reference, reference) == 0.0
+    with pytest.raises(ConfigError, match="'category_micro_f1', which this model does not report"):
+        mtl_gain(result, {"category_micro_f1": 0.4})
+
+
+@pytest.mark.parametrize("reference, message", [
+    (None, "valid_metric: mtl_gain needs mtl_gain_reference"),
+    ({"ndcg@10": 0}, "'ndcg@10' must be a positive number"),
+    ({"interest_auc": "high"}, "'interest_auc' must be a positive number"),
+])
+def test_mtl_gain_without_usable_references_is_refused(data_root, workdir, reference, message):
+    with pytest.raises(ConfigError, match=message):
+        _built(data_root, tasks=["sequence", "interest"], valid_metric="mtl_gain", mtl_gain_reference=reference)
+
+
+def test_mtl_gain_drives_early_stopping_and_the_best_checkpoint(data_root, workdir):
+    from recbole_mtl.trainer import mtl_gain
+
+    reference = {"NDCG@10": 0.05, "interest_auc": 0.7}
+    built = _built(data_root, tasks=["sequence", "interest"], valid_metric="mtl_gain", mtl_gain_reference=reference,
+                   epochs=3, stopping_step=10)
+    seen = []
+    original = built.trainer._valid_epoch
+
+    def spy(valid_data, show_progress=False):
+        score, result = original(valid_data, show_progress=show_progress)
+        seen.append((score, dict(result)))
+        return score, result
+
+    built.trainer._valid_epoch = spy
+    best_score, best_result = built.trainer.fit(built.train_data, built.valid_data, saved=True, show_progress=False)
+    assert len(seen) == 3
+    for score, result in seen:  # the score is the gain computed from that evaluation's own metrics
+        expected = ((result["ndcg@10"] - 0.05) / 0.05 + (result["interest_auc"] - 0.7) / 0.7) / 2
+        assert score == result["mtl_gain"] == pytest.approx(expected, abs=1e-5)
+    assert best_score == max(score for score, _ in seen)  # bigger is better
+    assert best_result["mtl_gain"] == mtl_gain(best_result, {"ndcg@10": 0.05, "interest_auc": 0.7})
+    assert len({round(s, 6) for s, _ in seen}) > 1  # the test can fail: the gain moves with training
+
+
+def test_multi_task_tuning_without_its_references_is_refused():
+    from recbole_mtl import benchmark
+
+    with pytest.raises(ConfigError, match=r"add MTLRec@interest to --models .*--tune_objective first_task"):
+        benchmark.parse(["--models=MTLRec@sequence+interest,MTLRec@sequence", "--tune=2"])
+    benchmark.parse(["--models=MTLRec@sequence+interest", "--tune=2", "--tune_objective=first_task"])
+    benchmark.parse(["--models=MTLRec@sequence+interest"])  # no tuning: nothing to refer to
+
+
+def test_a_multi_task_model_is_tuned_on_its_gain_over_the_tuned_single_task_models(tmp_path):
+    import csv
+
+    from tests.conftest import write_slice
+
+    write_slice(tmp_path / "data", max_user=40)
+    out = tmp_path / "out"
+    common = ["benchmark", "--dataset=ml-slice", f"--data_path={tmp_path / 'data'}", f"--out={out}", "--tune=2",
+              "--seeds=1", "--epochs=2", "--jobs=2", "--category_field=class", "--MAX_ITEM_LIST_LENGTH=10",
+              "--n_layers=1"]
+    multi = "MTLRec@sequence+category"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # the multi-task model first: it waits for its references' studies
+    argv = [sys.executable, str(REPO / "run_recbole_mtl.py"), *common,
+            f"--models={multi},MTLRec@sequence,MTLRec@category"]
+    first = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    lines = first.stdout.splitlines()
+    reference_ends = [i for i, l in enumerate(lines) if l.startswith(("  MTLRec@sequence trial", "  MTLRec@category trial"))]
+    multi_starts = [i for i, l in enumerate(lines) if l.startswith(f"start {multi} trial")]
+    assert len(reference_ends) == 4 and len(multi_starts) == 2 and max(reference_ends) < min(multi_starts)
+
+    path = out / tuning.STUDY_FILE
+    studies = {n.split("/")[1]: optuna.load_study(study_name=n, storage=tuning.storage_url(path))
+               for n in optuna.get_all_study_names(tuning.storage_url(path))}
+    expected = {"NDCG@10": round(studies["MTLRec@sequence"].best_value, 6),
+                "category_micro_f1": round(studies["MTLRec@category"].best_value, 6)}
+    assert f"objective mtl_gain over {expected}" in first.stdout
+    rows = {r["model"]: r for r in csv.DictReader(open(out / "runs.csv"))}
+    assert rows[multi]["valid_metric"] == "mtl_gain" and rows["MTLRec@sequence"]["valid_metric"] == "NDCG@10"
+    assert float(rows[multi]["valid_score"]) == pytest.approx(studies[multi].best_value)
+    summary = (out / "summary.md").read_text()
+    assert f"| mtl_gain | {studies[multi].best_value:.4f} |" in summary
+
+    # on the first task's metric instead: another study, whose best configuration replaces the runs
+    again = subprocess.run([*argv, "--tune_objective=first_task"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    names = [n for n in optuna.get_all_study_names(tuning.storage_url(path)) if f"/{multi}/" in n]
+    assert len(names) == 2
+    rows = [r for r in csv.DictReader(open(out / "runs.csv")) if r["model"] == multi]
+    assert len(rows) == 1 and rows[0]["valid_metric"] == "NDCG@10"
+    # the references are not run again
+    assert not any(l.startswith(("start MTLRec@sequence ", "start MTLRec@category ")) for l in again.stdout.splitlines())
