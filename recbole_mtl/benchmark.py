@@ -213,7 +213,8 @@ def _files_set(files, key: str) -> bool:
 
 def _interest_metrics_of_baseline(trainer, test_data, config) -> tuple[dict, dict]:
     """Score a CTR baseline's test predictions with the multi-task models' interest metrics;
-    also returns ``{"users", "prob", "label"}`` per test interaction (for the significance tests)."""
+    also returns ``{"users", "prob", "label"}`` per test interaction (for the significance tests), or
+    ``None`` when the run dropped the user field (``unused_col``: nothing to pair users on)."""
     import torch
 
     from recbole.evaluator.metrics import AUC, LogLoss
@@ -228,10 +229,11 @@ def _interest_metrics_of_baseline(trainer, test_data, config) -> tuple[dict, dic
             interaction = interaction.to(config["device"])
             probs.append(trainer.model.predict(interaction).detach().cpu().float())
             labels.append(interaction[config["LABEL_FIELD"]].detach().cpu().float())
-            users.append(interaction[config["USER_ID_FIELD"]].detach().cpu())
+            if config["USER_ID_FIELD"] in interaction:
+                users.append(interaction[config["USER_ID_FIELD"]].detach().cpu())
     probs, labels = torch.cat(probs), torch.cat(labels)
     metrics = interest_metrics(probs, labels, AUC(config), LogLoss(config), int(config["metric_decimal_place"] or 4))
-    return metrics, {"users": torch.cat(users), "prob": probs, "label": labels}
+    return metrics, ({"users": torch.cat(users), "prob": probs, "label": labels} if users else None)
 
 
 class _TestRecorder:
@@ -1014,8 +1016,10 @@ class _Runner:
         return _Job(spec, name, config, logs / f"{name}.log", extra, trial=trial)
 
     def _trial_name(self, spec: ModelSpec, number: int) -> str:
-        """The name of a trial's log, per-user file and checkpoint folder."""
-        return f"{_label(spec, self.args.seed_list[0], 0, 0, '')}-t{number}"
+        """The name of a trial's log, per-user file and checkpoint folder (with its study's digest:
+        trial N of another study of the model, e.g. under another objective, has its own files)."""
+        digest = self._tuning[spec.text]["name"].rsplit("/", 1)[-1]
+        return f"{_label(spec, self.args.seed_list[0], 0, 0, '')}-{digest}-t{number}"
 
     def _final_job(self, key: tuple) -> _Job:
         spec, seed, fold, lr, params = key

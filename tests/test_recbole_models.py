@@ -168,3 +168,38 @@ def test_recboles_feedforward_gelu_is_the_same_function_in_one_kernel():
     assert torch.allclose(x.grad, y.grad, atol=1e-12, rtol=0)
     # not the tanh approximation, which differs by up to about 1e-3
     assert (torch.nn.functional.gelu(y.detach(), approximate="tanh") - composed.detach()).abs().max() > 1e-4
+
+
+# -- benchmarks/din_gap.py: DeepFM without the user side ---------------------------------------------
+@pytest.mark.parametrize("variant, kept, dropped", [
+    ("no user attributes", {"user_id", "item_id"}, {"age", "gender", "occupation", "zip_code"}),
+    ("no user side", {"item_id"}, {"user_id", "age", "gender", "occupation", "zip_code"}),
+])
+def test_deepfm_without_the_user_side_embeds_no_user_field(data_root, workdir, variant, kept, dropped):
+    import sys
+
+    from recbole_mtl import benchmark, pipeline
+    from recbole_mtl.config import Config
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from din_gap import variant_config
+
+    args = {"epochs": 1, "stopping_step": 1, "max_len": 10, "checkpoint_dir": str(workdir / "saved"),
+            "data_path": str(data_root), "overrides": {"category_field": "class"}, "protocol": "full"}
+    config_dict = variant_config(benchmark.run_config(benchmark.parse_spec("DeepFM"), 2020, 0, 1, 0.001, args),
+                                 variant, "ml-slice")
+    config_dict["state"] = "WARNING"
+    built = pipeline.build(Config(model="DeepFM", dataset="ml-slice", config_dict=config_dict, cmd_args=[]))
+    fields = set(built.model.field_names)
+    assert kept <= fields and not (dropped & fields)
+    assert "release_year" in fields  # the item's attributes stay
+    # the leave-one-out split per user is the one the benchmark's DeepFM gets
+    full = pipeline.build(Config(model="DeepFM", dataset="ml-slice", cmd_args=[], config_dict={
+        **benchmark.run_config(benchmark.parse_spec("DeepFM"), 2020, 0, 1, 0.001, args), "state": "WARNING"}))
+    assert {"user_id", "age"} <= set(full.model.field_names)
+    assert len(built.test_data.dataset) == len(full.test_data.dataset)
+    assert torch.equal(built.test_data.dataset.inter_feat["item_id"], full.test_data.dataset.inter_feat["item_id"])
+    built.trainer.fit(built.train_data, built.valid_data, saved=False, show_progress=False)
+    metrics, users = benchmark._interest_metrics_of_baseline(built.trainer, built.test_data, built.config)
+    assert 0 < metrics["interest_auc"] < 1
+    assert (users is None) == (variant == "no user side")  # no user field: nothing to pair users on

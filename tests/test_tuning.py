@@ -499,5 +499,9 @@ def test_a_multi_task_model_is_tuned_on_its_gain_over_the_tuned_single_task_mode
     assert len(names) == 2
     rows = [r for r in csv.DictReader(open(out / "runs.csv")) if r["model"] == multi]
     assert len(rows) == 1 and rows[0]["valid_metric"] == "NDCG@10"
+    # each study's trials keep their own per-user files (the best one becomes the first seed's run)
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE
+                   for n in names for t in optuna.load_study(study_name=n, storage=tuning.storage_url(path)).trials)
+    assert len(list((out / "logs" / "tuning").glob("MTLRec_sequence_category-*.npz"))) == complete
     # the references are not run again
     assert not any(l.startswith(("start MTLRec@sequence ", "start MTLRec@category ")) for l in again.stdout.splitlines())
