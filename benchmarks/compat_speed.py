@@ -14,7 +14,7 @@ The fixes (``recbole_mtl/compat.py``, docs/compatibility.md):
   ``_fused_gelu`` computes the same function with ``torch.nn.functional.gelu`` (one kernel each way).
 
 For each model this builds the run the benchmark builds (``recbole_mtl.benchmark.run_config``:
-ml-100k, leave-one-out, ``MAX_ITEM_LIST_LENGTH`` 20) and times training batches in alternating
+ml-100k, leave-one-out, ``MAX_ITEM_LIST_LENGTH`` 20 unless ``--max_len``) and times training batches in alternating
 blocks, one block per setting (RecBole as it is: anomaly mode on and RecBole's gelu; anomaly mode
 off; anomaly mode off and the fused gelu), ``--rounds`` times, after warm-up batches, so the settings
 share the machine's state. Writes results/compat_speed.md (the command, versions, date and machine
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import platform
 import statistics
 import sys
@@ -75,14 +76,14 @@ def _set(model: torch.nn.Module, setting: str) -> None:
                 module.intermediate_act_fn = compat._fused_gelu.__get__(module) if fused else recbole_gelu
 
 
-def time_model(spec_text: str, batches: int, rounds: int) -> dict:
+def time_model(spec_text: str, batches: int, rounds: int, max_len: int = 20) -> dict:
     from recbole.utils import init_seed
 
     from recbole_mtl import pipeline
     from recbole_mtl.config import Config
 
     spec = parse_spec(spec_text)
-    _, _, base, _ = parse(["--dataset=ml-100k", "--max_len=20"])
+    _, _, base, _ = parse(["--dataset=ml-100k", f"--max_len={max_len}"])
     config_dict = run_config(spec, 2020, 0, 1, 0.001, base)
     config_dict.update({"state": "WARNING"})
     config_dict.pop("config_files", None)
@@ -113,22 +114,24 @@ def main() -> None:
     parser.add_argument("--models", default=MODELS)
     parser.add_argument("--batches", type=int, default=8, help="batches timed per block")
     parser.add_argument("--rounds", type=int, default=2, help="blocks per setting, alternating")
+    parser.add_argument("--max_len", type=int, default=20, help="MAX_ITEM_LIST_LENGTH of the sequential models")
     parser.add_argument("--out", default=str(REPO / "results" / "compat_speed.md"))
     args = parser.parse_args()
-    rows = [time_model(m.strip(), args.batches, args.rounds) for m in args.models.split(",") if m.strip()]
+    rows = [time_model(m.strip(), args.batches, args.rounds, args.max_len) for m in args.models.split(",") if m.strip()]
     import recbole
 
     before, mid, after = SETTINGS
     lines = [
         "# RecBole 1.2.1's training speed as it is and with the compatibility layer's speed fixes", "",
-        "Command: `OMP_NUM_THREADS=1 python benchmarks/compat_speed.py " + " ".join(sys.argv[1:]) + "`", "",
+        "Command: `" + (f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if os.environ.get("OMP_NUM_THREADS") else "")
+        + "python benchmarks/compat_speed.py " + " ".join(sys.argv[1:]) + "`", "",
         f"Date {date.today().isoformat()}; {platform.machine()} `{platform.processor() or platform.platform()}`, "
         f"{torch.get_num_threads()} thread(s); torch {torch.__version__}, RecBole {recbole.__version__}.", "",
         "*as is*: RecBole 1.2.1 as its import leaves it, autograd's anomaly mode on (its `sine.py` turns it on) "
         "and its `FeedForward.gelu` composed of element-wise ops. *anomaly off*: `recbole_mtl.compat` puts the "
         "mode back. *fused gelu*: `compat` computes the same gelu with `torch.nn.functional.gelu` (RecBole's "
         "Transformer models and MTLRec's Transformer encoder; the other models have no `FeedForward`). Each "
-        "model is built as `benchmark` builds it (ml-100k, leave-one-out, `MAX_ITEM_LIST_LENGTH` 20) and "
+        f"model is built as `benchmark` builds it (ml-100k, leave-one-out, `MAX_ITEM_LIST_LENGTH` {args.max_len}) and "
         f"trains {args.batches} batches per block, one block per setting, {args.rounds} rounds after 2 warm-up "
         "batches, in one process; the figures are the medians of the blocks' seconds per batch. An epoch is "
         "the batches column times the seconds per batch (plus validation). The last column is the anomaly "

@@ -614,36 +614,50 @@ def _curve(row: dict) -> list:
         return []
 
 
+def curve_panels(rows: list[dict], specs: list[ModelSpec]) -> dict:
+    """``{task or mtl_gain: [(spec, its selected rows with a curve)]}``, in task order: a model's
+    curve goes to its first task's panel (whatever RecBole calls the metric: ``AUC`` for a CTR
+    model, ``interest_auc`` for ours), or to ``mtl_gain``'s when it was validated on that."""
+    panels: dict = {}
+    for spec in specs:
+        chosen = [r for r in rows if r["model"] == spec.text and int(r["selected"]) == 1 and _curve(r)]
+        if chosen:
+            key = MTL_GAIN if chosen[0].get("valid_metric") == MTL_GAIN else spec.tasks[0]
+            panels.setdefault(key, []).append((spec, chosen))
+    return {k: panels[k] for k in (*TASKS, MTL_GAIN) if k in panels}
+
+
 def plot_curves(rows: list[dict], specs: list[ModelSpec], path: Path) -> None:
-    """Validation metric against training time (wall clock, incl. validation), one panel per
-    validation metric: each task's (models whose first task it is), and ``mtl_gain`` (the multi-task
-    models tuned on all their tasks)."""
+    """Validation metric against training time (wall clock, incl. validation), one panel per task
+    (the models whose first task it is) and one for ``mtl_gain`` (the multi-task models tuned on all
+    their tasks at once)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels: dict = {}  # validation metric -> [(spec, its selected rows)]
-    for spec in specs:
-        chosen = [r for r in rows if r["model"] == spec.text and int(r["selected"]) == 1 and _curve(r)]
-        if chosen:
-            panels.setdefault(chosen[0].get("valid_metric") or spec.valid_metric, []).append((spec, chosen))
+    panels = curve_panels(rows, specs)
     if not panels:
         return
-    task_of = {metric.lower(): task for task, metric in VALID_METRIC.items()}
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-    for ax, (metric, entries) in zip(axes[0], panels.items()):
-        for k, (spec, chosen) in enumerate(entries):
+    order = list(panels)
+    columns = 2 if len(order) > 3 else len(order)
+    grid = -(-len(order) // columns)
+    fig, axes = plt.subplots(grid, columns, figsize=(6 * columns, 4.4 * grid), squeeze=False)
+    for ax, key in zip(axes.flat, order):
+        metric = ""
+        for k, (spec, chosen) in enumerate(panels[key]):
             for j, row in enumerate(chosen):
                 curve = _curve(row)
+                metric = metric or row.get("valid_metric", "")
                 ax.plot([t for t, _ in curve], [v for _, v in curve], marker=".", color=f"C{k % 10}",
                         alpha=0.8, label=spec.text if j == 0 else None)
         ax.set_xlabel("training time, s (incl. validation; the machine may be shared)")
         ax.set_ylabel(f"validation {metric}")
-        task = task_of.get(metric.lower())
-        ax.set_title(f"{task} (first task of each model)" if task else
-                     f"all tasks ({metric}: mean relative gain over the single-task references)")
+        ax.set_title(f"{key} (first task of each model)" if key != MTL_GAIN else
+                     f"all tasks ({MTL_GAIN} over the single-task models)")
         ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(order):]:
+        ax.set_visible(False)
     _save_png(fig, path)
 
 

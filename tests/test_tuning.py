@@ -505,3 +505,19 @@ def test_a_multi_task_model_is_tuned_on_its_gain_over_the_tuned_single_task_mode
     assert len(list((out / "logs" / "tuning").glob("MTLRec_sequence_category-*.npz"))) == complete
     # the references are not run again
     assert not any(l.startswith(("start MTLRec@sequence ", "start MTLRec@category ")) for l in again.stdout.splitlines())
+
+
+def test_learning_curves_share_a_panel_per_task_and_one_for_mtl_gain():
+    from recbole_mtl.benchmark import curve_panels, parse_spec
+
+    specs = [parse_spec(s) for s in ("DeepFM", "MTLRec@interest", "MTLRec", "SASRec", "MTLRec@sequence")]
+
+    def row(model, metric):
+        return {"model": model, "selected": "1", "valid_metric": metric, "curve": "[[1.0, 0.5], [2.0, 0.6]]"}
+
+    rows = [row("DeepFM", "AUC"), row("MTLRec@interest", "interest_auc"), row("MTLRec", "mtl_gain"),
+            row("SASRec", "NDCG@10"), row("MTLRec@sequence", "NDCG@10"), {**row("SASRec", "NDCG@10"), "selected": "0"}]
+    panels = {key: [(spec.text, len(chosen)) for spec, chosen in entries]
+              for key, entries in curve_panels(rows, specs).items()}
+    assert panels == {"sequence": [("SASRec", 1), ("MTLRec@sequence", 1)],
+                      "interest": [("DeepFM", 1), ("MTLRec@interest", 1)], "mtl_gain": [("MTLRec", 1)]}
