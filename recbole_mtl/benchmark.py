@@ -785,7 +785,9 @@ def tuning_section(studies: dict, args: argparse.Namespace) -> list[str]:
              f"`{STUDY_FILE}` (SQLite, one study per model, named dataset/model/digest of its space). Each model's "
              "best configuration was then run with every seed on the test set (its parameters are in runs.csv, "
              f"column `params`); for seed {args.seed_list[0]} that run is the best trial itself (column `trial`), "
-             "which was tested when it ended and is not trained again.", "",
+             "which was tested when it ended and is not trained again. Failed: a trial whose run ended with an "
+             "error (it counts towards the budget); a trial cut off by a killed benchmark is not counted, and its "
+             "configuration ran again as a new trial (the number in brackets).", "",
              "| model | study | trials complete / pruned / failed | objective | best validation | best configuration |",
              "|---|---|---|---|---|---|"]
     references = {}
@@ -793,7 +795,8 @@ def tuning_section(studies: dict, args: argparse.Namespace) -> list[str]:
         objective = st.get("objective") or ""
         if st.get("reference"):
             references[name] = st["reference"]
-        lines.append(f"| {name} | `{st['study']}` | {st['complete']} / {st['pruned']} / {st['failed']} | "
+        cut = f" ({st['interrupted']} cut off, run again)" if st.get("interrupted") else ""
+        lines.append(f"| {name} | `{st['study']}` | {st['complete']} / {st['pruned']} / {st['failed']}{cut} | "
                      f"{objective} | {st['best_value']:.4f} | {describe(st['best'])} |")
     if references:
         lines += ["", f"`{MTL_GAIN}` (`--tune_objective {MTL_GAIN}`): a multi-task model's trials, and its runs' early "
@@ -1054,12 +1057,15 @@ class _Runner:
         if best is None:
             raise RunFailedError(f"tuning {spec.text}: no trial of study '{state['name']}' completed (see the logs "
                                  f"under {self.out / 'logs' / 'tuning'}); check the search space {space.path}.")
-        states = [t.state.name for t in study.get_trials(deepcopy=False)]
+        trials = study.get_trials(deepcopy=False)
+        states = [t.state.name for t in trials]
+        interrupted = sum(t.state.name == "FAIL" and bool(t.user_attrs.get(tuning.INTERRUPTED)) for t in trials)
         params = space.overrides(best, state["defaults"])
         objective = state["objective"]
         summary = {"study": state["name"], "space": str(space.path), "params": params, "best": best,
                    "best_value": float(study.best_value), "complete": states.count("COMPLETE"),
-                   "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
+                   "pruned": states.count("PRUNED"), "failed": states.count("FAIL") - interrupted,
+                   "interrupted": interrupted,
                    "trial": study.best_trial.number,
                    "objective": objective.get("valid_metric", spec.valid_metric),
                    "reference": objective.get("mtl_gain_reference"), "objective_config": objective}
