@@ -1059,13 +1059,13 @@ class _Runner:
                                  f"under {self.out / 'logs' / 'tuning'}); check the search space {space.path}.")
         trials = study.get_trials(deepcopy=False)
         states = [t.state.name for t in trials]
-        interrupted = sum(t.state.name == "FAIL" and bool(t.user_attrs.get(tuning.INTERRUPTED)) for t in trials)
+        failed = [t for t in trials if t.state.name == "FAIL"]
         params = space.overrides(best, state["defaults"])
         objective = state["objective"]
         summary = {"study": state["name"], "space": str(space.path), "params": params, "best": best,
                    "best_value": float(study.best_value), "complete": states.count("COMPLETE"),
-                   "pruned": states.count("PRUNED"), "failed": states.count("FAIL") - interrupted,
-                   "interrupted": interrupted,
+                   "pruned": states.count("PRUNED"), "failed": sum(tuning.ERROR in t.user_attrs for t in failed),  # as tuning.counted counts them
+                   "interrupted": sum(bool(t.user_attrs.get(tuning.INTERRUPTED)) for t in failed),
                    "trial": study.best_trial.number,
                    "objective": objective.get("valid_metric", spec.valid_metric),
                    "reference": objective.get("mtl_gain_reference"), "objective_config": objective}
