@@ -820,6 +820,9 @@ def extra_sections(rows: list[dict], specs: list[ModelSpec], out: Path, studies:
              + (f"**Cut short by the cap (may not have converged; rerun with a larger --epochs): {', '.join(capped)}.**"
                 if capped else "The cap cut no run short: every run stopped early."), "",
              "![validation metric against training time](curves.png)", ""]
+    # the order of --models, not the order in which the studies ended (which varies with --jobs)
+    order = {spec.text: i for i, spec in enumerate(specs)}
+    studies = dict(sorted(studies.items(), key=lambda item: order.get(item[0], len(order))))
     lines += tuning_section(studies, args)
     lines += significance(rows, specs, out, getattr(args, "bootstrap", 1000), args.seed)
     return lines

@@ -84,3 +84,22 @@ def test_a_seed_value_given_as_the_number_of_seeds_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"--seeds is how many seeds .* --seed=2020 --seeds=3"):
         main(["--dataset", "ml-100k", "--models", "DeepFM", "--seeds", "2020", "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
+def test_tuning_table_lists_studies_in_the_order_of_models_not_of_completion(tmp_path):
+    """With --jobs > 1 the studies end in a varying order; the summary must not follow it."""
+    from argparse import Namespace
+
+    from recbole_mtl.benchmark import extra_sections
+
+    specs = [parse_spec(text) for text in ("MTLRec", "SASRec", "MMoE")]
+
+    def study(name: str, value: float) -> dict:
+        return {"study": f"d/{name}/x", "complete": 3, "pruned": 1, "failed": 0, "objective": "NDCG@10",
+                "best_value": value, "best": {"learning_rate": 0.001}}
+
+    ended = {"MMoE": study("MMoE", 0.3), "SASRec": study("SASRec", 0.2), "MTLRec": study("MTLRec", 0.1)}
+    args = Namespace(tune=4, seed=2020, seed_list=[2020], stopping_step=2, epochs=5, bootstrap=10)
+    lines = extra_sections([], specs, tmp_path, ended, args)
+    rows = [line.split(" | ")[0].lstrip("| ") for line in lines if line.startswith("| ") and "`d/" in line]
+    assert rows == ["MTLRec", "SASRec", "MMoE"]
