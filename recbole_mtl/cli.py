@@ -274,9 +274,14 @@ def build_convert_parser() -> argparse.ArgumentParser:
         epilog="inputs: movielens: the unpacked folder (ml-100k: u.data/u.item/u.user; ml-1m: ratings.dat/"
         "movies.dat/users.dat; ml-20m and ml-latest: ratings.csv/movies.csv). amazon: the reviews JSON-lines "
         "file, then optionally the metadata JSON-lines file (.gz is fine). csv: the interaction file, then "
-        "optionally an item file.",
+        "optionally an item file. sequences: one file, one line per user 'user item item ...' (items in time "
+        "order; timestamp = the item's position). pairs: one file, one line per interaction 'user item' (lines in "
+        "time order; timestamp = the line number). sequences and pairs write the published leave-one-out protocol "
+        "into the YAML (last item test, second-to-last validation, full ranking with the history masked, "
+        "Hit/NDCG@5/10/20).",
     )
-    parser.add_argument("--format", required=True, choices=["movielens", "amazon", "csv"], help="the dump's layout")
+    parser.add_argument("--format", required=True, choices=["movielens", "amazon", "csv", "sequences", "pairs"],
+                        help="the dump's layout")
     parser.add_argument("--input", required=True, nargs="+", metavar="PATH", help="input folder or files (see below)")
     parser.add_argument("--out", required=True, help="data_path folder; the dataset goes to OUT/NAME/")
     parser.add_argument("--name", required=True, help="dataset name (names the folder and the files)")

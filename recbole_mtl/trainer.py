@@ -15,7 +15,8 @@
   (``ndcg@10``, ...), ``interest_*`` on the same validation/test interactions, and ``category_*``
   on the held-out items of that phase; ``valid_metric`` may be any of them, or ``mtl_gain``: the
   mean relative gain of the tasks' metrics over single-task references (``mtl_gain_reference``);
-* an optional learning-rate schedule (``lr_scheduler: none | plateau | cosine``);
+* an optional learning-rate schedule (``lr_scheduler: none | plateau | cosine``, after
+  ``lr_warmup_steps`` of linear warm-up), set per optimizer step (:class:`StepSchedule`);
 * several processes (torchrun): dense gradients averaged by DDP, sharded tables updated by
   TorchRec, training losses logged as the mean over ranks, every rank evaluating every user,
   one checkpoint file per rank (see :mod:`recbole_mtl.distributed`).
@@ -167,18 +168,25 @@ class MultiTaskTrainer(Trainer):
 
     def _build_lr_scheduler(self):
         kind = str(self.config["lr_scheduler"] or "none").lower()
-        if kind == "none":
-            return None
-        if kind == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, self.epochs))
+        warmup = self.config["lr_warmup_steps"]
+        warmup = 0 if warmup is None else warmup
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ConfigError(f"lr_warmup_steps must be an integer >= 0 (optimizer steps of linear warm-up); "
+                              f"got {self.config['lr_warmup_steps']!r}.")
+        if kind not in ("none", "cosine", "plateau"):
+            raise ConfigError(f"lr_scheduler must be none, plateau or cosine; got '{kind}'.")
         if kind == "plateau":
+            if warmup:
+                raise ConfigError("lr_warmup_steps works with lr_scheduler: none or cosine, not plateau; set "
+                                  "lr_warmup_steps: 0 or choose another schedule.")
             return torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, mode="max" if self.valid_metric_bigger else "min",
                 factor=float(self.config["lr_decay_factor"] or 0.5),
                 patience=int(self.config["lr_patience"] if self.config["lr_patience"] is not None else 2),
             )
-        raise ConfigError(f"lr_scheduler must be none, plateau or cosine; got '{kind}'.")
-
+        if kind == "none" and not warmup:
+            return None
+        return StepSchedule(self.optimizer, kind, warmup, max(1, self.epochs))
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self.is_distributed and loss_func is None:
             loss_func = self.distributed_model
@@ -198,8 +206,6 @@ class MultiTaskTrainer(Trainer):
             loss = tuple(mean) if isinstance(loss, tuple) else mean[0]
         if self.balancer is not None:
             self._log_balance(epoch_idx, self.balancer.end_epoch())
-        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-            self.lr_scheduler.step()
         self.tensorboard.add_scalar("LearningRate", self.optimizer.param_groups[0]["lr"], epoch_idx)
         return loss
 
@@ -297,6 +303,8 @@ class MultiTaskTrainer(Trainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self._valid_loader = valid_data
         train_data = self.training_loader(train_data)
+        if isinstance(self.lr_scheduler, StepSchedule):  # steps taken so far, when resuming
+            self.lr_scheduler.start(len(train_data), self.start_epoch)
         return super().fit(train_data, valid_data, verbose=verbose, saved=saved,
                            show_progress=show_progress, callback_fn=callback_fn)
 
@@ -451,6 +459,46 @@ def mtl_gain(result: dict, reference: dict[str, float]) -> float:
         sign = -1.0 if name.split("@")[0].endswith(SMALLER_SUFFIXES) else 1.0
         gains.append(sign * (float(result[name]) - ref) / ref)
     return round(sum(gains) / len(gains), 6)
+
+
+class StepSchedule:
+    """The dense learning rate per optimizer step: ``learning_rate * warm(t) * decay(t)``.
+
+    ``warm(t) = min(1, (t + 1) / lr_warmup_steps)`` (1 without warm-up); ``decay`` is 1
+    (``lr_scheduler: none``, constant) or, for ``cosine``, ``(1 + cos(pi * p)) / 2`` with ``p`` the
+    share of the steps after warm-up that are done (``epochs`` epochs in all). The rate is set after
+    every step from the step count, so a resumed run continues the schedule where it stopped.
+    """
+
+    def __init__(self, optimizer, kind: str, warmup_steps: int, epochs: int):
+        self.optimizer, self.kind, self.warmup, self.epochs = optimizer, kind, warmup_steps, epochs
+        self.base = [group["lr"] for group in optimizer.param_groups]
+        self.steps_per_epoch, self.step_count = 1, 0
+        optimizer.register_step_post_hook(lambda *_: self.step())
+        self._apply()
+
+    def start(self, steps_per_epoch: int, epoch: int) -> None:
+        """Set the epoch length (known once the training loader is) and the epoch training starts at."""
+        self.steps_per_epoch = max(1, int(steps_per_epoch))
+        self.step_count = int(epoch) * self.steps_per_epoch
+        self._apply()
+
+    def factor(self, step: int) -> float:
+        warm = min(1.0, (step + 1) / self.warmup) if self.warmup else 1.0
+        if self.kind != "cosine":
+            return warm
+        total = self.epochs * self.steps_per_epoch - self.warmup
+        done = min(1.0, max(0.0, (step - self.warmup) / max(1, total)))
+        return warm * 0.5 * (1.0 + math.cos(math.pi * done))
+
+    def step(self) -> None:
+        self.step_count += 1
+        self._apply()
+
+    def _apply(self) -> None:
+        f = self.factor(self.step_count)
+        for group, base in zip(self.optimizer.param_groups, self.base):
+            group["lr"] = base * f
 
 
 def _grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:

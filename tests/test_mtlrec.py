@@ -290,7 +290,7 @@ def test_fused_optimizer_state_travels_with_the_checkpoint(data_root):
     ("task_weights", {"sequence": 1.0, "seq": 2.0}, "task_weights names unknown tasks"),
     pytest.param("embedding_optimizer", "adam", "cannot be fused into FBGEMM's CPU kernels",
                  marks=pytest.mark.cpu_only),  # FBGEMM's CUDA kernels do have Adam
-    ("sequence_loss", "bpr", "sequence_loss must be 'ce' or 'sampled'"),
+    ("sequence_loss", "bpr", "sequence_loss must be one of ce, sampled"),
     ("category_holdout_ratio", 1.5, "category_holdout_ratio must be between 0 and 1"),
 ])
 def test_bad_model_settings_are_config_errors(key, value, message, data_root):

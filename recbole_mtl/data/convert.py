@@ -4,12 +4,29 @@
     python run_recbole_mtl.py convert --format amazon --input reviews.jsonl meta.jsonl --out dataset --name beauty
     python run_recbole_mtl.py convert --format csv --input ratings.csv items.csv --out dataset --name shop \\
         --columns user=uid,item=iid,rating=stars,time=ts --item_columns item=iid,title=name,category=genres
+    python run_recbole_mtl.py convert --format sequences --input ../shared/data/amazon-seq/Beauty.txt --out dataset --name beauty
+    python run_recbole_mtl.py convert --format pairs --input clicks.txt --out dataset --name clicks
 
 Writes ``<out>/<name>/<name>.inter`` (``user_id:token item_id:token rating:float timestamp:float``),
 ``<name>.item`` (title, categories as ``class:token_seq``, ...), ``<name>.user`` when the source has
 user attributes, and ``<name>.yaml``, the config that names the fields for the multi-task models:
 
     python run_recbole_mtl.py --model=MTLRec --dataset=<name> --data_path=<out> --config_files=<out>/<name>/<name>.yaml
+
+The two ordered formats carry no rating and no time, only the order:
+
+* ``sequences``: one line per user, ``user item item ...`` (whitespace-separated, items in time order;
+  the preprocessed Amazon Beauty/Sports files of S3-Rec, CL4SRec, DuoRec and ICLRec). Each item is one
+  interaction whose ``timestamp`` is its position in the line (0, 1, 2, ...). A user on two lines,
+  a user with no item, or a line starting with whitespace (an empty user id) is a malformed line.
+* ``pairs``: one line per interaction, ``user item`` (whitespace or a tab between, exactly two fields,
+  no header), lines in time order; ``timestamp`` is the line number, so each user's order is the
+  file's and different users' lines may interleave.
+
+For these two the YAML also carries the protocol those papers publish (:data:`LEAVE_ONE_OUT_YAML`):
+leave-one-out by time (last item test, second-to-last validation), full ranking over all items with
+the user's earlier items masked (``eval_mask_history``), HR and NDCG at 5, 10 and 20,
+``MAX_ITEM_LIST_LENGTH: 50``, and no filter that drops a user or an item.
 
 How it works:
 
@@ -52,7 +69,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 from recbole_mtl.checkpoint import fsync_folder
 from recbole_mtl.errors import ConvertError
 
-FORMATS = ("movielens", "amazon", "csv")
+FORMATS = ("movielens", "amazon", "csv", "sequences", "pairs")
 #: Characters of a bad value an error message quotes.
 QUOTE_LIMIT = 200
 #: Longest text value written (descriptions); the PLM reads far less than this.
@@ -276,6 +293,11 @@ class Source:
     category_field: Optional[str] = None
     item_load: list = field(default_factory=list)  # item fields the model loads (not long texts)
     notes: list = field(default_factory=list)
+    #: The evaluation protocol the YAML carries: None (RecBole's and the plugin's defaults) or
+    #: ``"leave-one-out"`` (:data:`LEAVE_ONE_OUT_YAML`, the sequential-recommendation papers').
+    protocol: Optional[str] = None
+    #: What ``timestamp`` holds, for the YAML's comment (the ordered formats have no real time).
+    time_meaning: Optional[str] = None
 
 
 def _movielens(paths: Sequence[Path], progress: Progress) -> Source:
@@ -477,6 +499,72 @@ def _amazon(paths: Sequence[Path], progress: Progress) -> Source:
                   category_field=CATEGORY if with_meta else None, item_load=["brand", "price", CATEGORY])
 
 
+def _token(value: str, path, line: int, name: str) -> str:
+    """A whitespace-free token as an id: as it is when already clean, else through :func:`_id`."""
+    return value if value.isprintable() and '"' not in value and "&" not in value else _id(value, path, line, name)
+
+
+def _single_file(paths: Sequence[Path], fmt: str, layout: str) -> Path:
+    if len(paths) != 1 or paths[0].is_dir():
+        given = ", ".join(str(p) for p in paths)
+        raise ConvertError(f"--format {fmt} takes one file ({layout}), got {quote(given)}. Give the one file to --input.")
+    return paths[0]
+
+
+def _empty_user(path, line: int, text: str, layout: str) -> ConvertError:
+    return ConvertError(f"{_where(path, line, 'user')}: the line starts with whitespace, so the user id (its first "
+                        f"field) is empty; each line is {layout}. The line starts {quote(text)}; put the user id "
+                        "first or drop the line.")
+
+
+def _sequences(paths: Sequence[Path], progress: Progress) -> Source:
+    path = _single_file(paths, "sequences", "one line per user: user item item ...")
+    layout = "`user item item ...` (items in time order)"
+
+    def interactions():
+        first_line: dict = {}
+        for line, text in read_lines(path, progress):
+            if not text.strip():
+                continue
+            if text[0].isspace():
+                raise _empty_user(path, line, text, layout)
+            user, *items = text.split()
+            user = _token(user, path, line, "user")
+            if not items:
+                raise ConvertError(f"{_where(path, line)}: user {quote(user)} has no item; each line is {layout}. "
+                                   "Add the user's items after the id or drop the line.")
+            if user in first_line:
+                raise ConvertError(f"{_where(path, line, 'user')}: user {quote(user)} is already on line "
+                                   f"{first_line[user]}; each user has one line with all of their items in time "
+                                   "order. Merge the two lines (in time order) or drop one.")
+            first_line[user] = line
+            for position, item in enumerate(items):
+                yield user, _token(item, path, line, f"item {position + 1}"), None, str(position)
+
+    return Source(f"sequences {path}", interactions, False, protocol="leave-one-out",
+                  time_meaning="the item's position in its user's line (0, 1, 2, ...)")
+
+
+def _pairs(paths: Sequence[Path], progress: Progress) -> Source:
+    path = _single_file(paths, "pairs", "one line per interaction: user item")
+
+    def interactions():
+        for line, text in read_lines(path, progress):
+            if not text.strip():
+                continue
+            if text[0].isspace():
+                raise _empty_user(path, line, text, "`user item`")
+            cols = text.split()
+            if len(cols) != 2:
+                raise ConvertError(f"{_where(path, line)}: {len(cols)} field(s), expected 2 (`user item`, separated by "
+                                   f"whitespace or a tab; no header line). The line starts {quote(text)}; fix or "
+                                   "drop it.")
+            yield _token(cols[0], path, line, "user"), _token(cols[1], path, line, "item"), None, str(line)
+
+    return Source(f"pairs {path}", interactions, False, protocol="leave-one-out",
+                  time_meaning="the line number in the input, so each user's interactions keep the file's order")
+
+
 def parse_mapping(text: Optional[str], flag: str) -> dict:
     """``"user=uid,item=iid"`` -> ``{"user": "uid", "item": "iid"}``."""
     mapping = {}
@@ -624,9 +712,28 @@ def _write_side(path: Path, id_name: str, fields: list, rows: Iterator[tuple], k
     return {"rows": len(written), "duplicates": duplicates, "first_duplicate": first_dup}
 
 
+#: The evaluation protocol of the sequential-recommendation papers on the Amazon Beauty/Sports
+#: sequences (S3-Rec, CL4SRec, DuoRec, ICLRec), written for the ``sequences`` and ``pairs`` formats.
+LEAVE_ONE_OUT_YAML = """\
+# The published protocol: leave-one-out by time (each user's last item is the test item, the
+# second-to-last the validation item, the rest train), full ranking over all items with the user's
+# earlier items masked, HR and NDCG at K = 5, 10, 20.
+eval_args: {split: {LS: valid_and_test}, order: TO, group_by: user, mode: full}
+eval_mask_history: True         # full ranking: the user's earlier items score -inf
+metrics: [Hit, NDCG]
+topk: [5, 10, 20]
+valid_metric: NDCG@10
+MAX_ITEM_LIST_LENGTH: 50        # the history length of the Amazon papers
+user_inter_num_interval: "[0,inf)"   # keep every user and item (convert --kcore filters before writing)
+item_inter_num_interval: "[0,inf)"
+rm_dup_inter: ~                 # an item a user took twice stays twice in the sequence
+"""
+
+
 def dataset_yaml(name: str, source: Source, out_root: Path, interest_threshold: float, has_user: bool,
                  has_item: bool, command: str) -> str:
-    """The dataset config: field names, what each task reads, what RecBole loads."""
+    """The dataset config: field names, what each task reads, what RecBole loads; and for a source
+    with ``protocol="leave-one-out"``, :data:`LEAVE_ONE_OUT_YAML` (the published protocol)."""
     inter_cols = [USER, ITEM] + ([RATING] if source.has_rating else []) + [TIME]
     lines = [
         f"# {name}: written by `{command}`",
@@ -659,7 +766,15 @@ def dataset_yaml(name: str, source: Source, out_root: Path, interest_threshold: 
         (["category"] if has_item and source.category_field else [])
     if len(tasks) < 3:
         lines.append(f"tasks: [{', '.join(tasks)}]          # the tasks this data can serve")
-    return "\n".join(lines) + "\n"
+    if source.time_meaning:
+        at = next(n for n, text in enumerate(lines) if text.startswith("TIME_FIELD:"))
+        lines.insert(at, f"# {TIME}: {source.time_meaning}")
+    out = "\n".join(lines) + "\n"
+    if source.protocol == "leave-one-out":
+        out += LEAVE_ONE_OUT_YAML
+    elif source.protocol is not None:
+        raise ValueError(f"unknown protocol {source.protocol!r}")
+    return out
 
 
 @dataclass
@@ -711,6 +826,10 @@ def convert(fmt: str, inputs: Sequence, out: str, name: str, kcore: int = 0, *, 
         source = _movielens(paths, progress)
     elif fmt == "amazon":
         source = _amazon(paths, progress)
+    elif fmt == "sequences":
+        source = _sequences(paths, progress)
+    elif fmt == "pairs":
+        source = _pairs(paths, progress)
     else:
         source = _csv(paths, progress, "\t" if sep in ("\\t", "tab") else sep, parse_mapping(columns, "--columns"),
                       parse_mapping(item_columns, "--item_columns"),
