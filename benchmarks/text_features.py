@@ -34,9 +34,11 @@ def per_user_ranks(model, test_data) -> tuple[np.ndarray, np.ndarray]:
     """Rank of each test user's target among all items, and the target ids."""
     model.eval()
     ranks, targets = [], []
-    for interaction, _, _, positive_i in test_data:
+    for interaction, history_index, _, positive_i in test_data:
         scores = model.full_sort_predict(interaction)
         scores[:, 0] = -np.inf
+        if history_index is not None:  # eval_mask_history: True
+            scores[history_index] = -np.inf
         target_scores = scores.gather(1, positive_i.view(-1, 1))
         ranks.append(((scores > target_scores).sum(1) + 1).numpy())
         targets.append(positive_i.numpy())

@@ -86,9 +86,11 @@ def per_user_ranks(model, test_data) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
     ranks, users = [], []
     with torch.no_grad():
-        for interaction, _, _, positive_i in test_data:
+        for interaction, history_index, _, positive_i in test_data:
             scores = model.full_sort_predict(interaction)
             scores[:, 0] = -np.inf
+            if history_index is not None:  # eval_mask_history: True
+                scores[history_index] = -np.inf
             target = scores.gather(1, positive_i.view(-1, 1))
             ranks.append(((scores > target).sum(1) + 1).numpy())
             users.append(interaction[model.USER_ID].numpy())

@@ -170,8 +170,9 @@ class Config(RecBoleConfig):
             if key in self.internal_config_dict:
                 default = self.internal_config_dict[key]
                 if not _type_ok(default, value):
+                    values = "True or False; " if isinstance(default, bool) else ""
                     raise ConfigError(
-                        f"config key '{key}' expects {_type_name(default)} (default: {default!r}) "
+                        f"config key '{key}' expects {_type_name(default)} ({values}default: {default!r}) "
                         f"but got {value!r} ({_type_name(value)}). Fix the value in your config file, "
                         f"config dict or --{key}=..."
                     )

@@ -29,7 +29,7 @@ from recbole_mtl.config import Config
 from recbole_mtl.data.validate import build_dataset, check_run_folders, validate_dataset
 from recbole_mtl.derive import recbole_data_error
 from recbole_mtl.errors import CheckpointError, ConfigError, RecboleMTLError
-from recbole_mtl.data import saved
+from recbole_mtl.data import history_mask, saved
 from recbole_mtl.data.windows import UserWindows
 from recbole_mtl.hardening import dataset_class_of, safe_create_dataset, saves_arrays
 from recbole_mtl.utils import get_model, get_trainer, plugin_model_names
@@ -52,7 +52,9 @@ def build_data_and_model(config: Config) -> tuple:
     """``(dataset, train_data, valid_data, test_data, model)`` for ``config``, seeded as RecBole does.
 
     The atomic files are checked first (unless ``validate_data: False``); in a multi-process run
-    each rank gets its part of every training epoch and the whole of every evaluation.
+    each rank gets its part of every training epoch and the whole of every evaluation. With
+    ``eval_mask_history: True`` the full-ranking evaluation of a sequential model scores each user's
+    earlier items minus infinity (:mod:`recbole_mtl.data.history_mask`).
     """
     try:
         dataset = obtain_dataset(config)
@@ -70,6 +72,7 @@ def build_data_and_model(config: Config) -> tuple:
         if translated is None:
             raise
         raise translated from e
+    history_mask.apply(config, train_data, valid_data, test_data)  # eval_mask_history
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     if distributed.context().is_distributed:
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
