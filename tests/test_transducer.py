@@ -9,6 +9,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_mtl.config import Config
+from recbole_mtl.errors import ConfigError
 from recbole_mtl.data.windows import NEXT_PREFIX, POSITION_MASK, UserWindows, WindowDataLoader
 from recbole_mtl.model.encoders import HSTULayer, RelativeBias
 from recbole_mtl.pipeline import build_data_and_model
@@ -316,3 +317,49 @@ def test_action_input_without_an_interest_label_is_a_clear_error(data_root):
     from recbole_mtl.errors import ConfigError
     with pytest.raises(ConfigError, match="action_input: True .* interest_label_field"):
         build(data_root, action_input=True, interest_label_field=None, tasks=["sequence", "category"])
+
+
+# -- length-sorted batches -----------------------------------------------------------------------
+def test_length_sorted_batches_hold_every_window_once_in_similar_lengths(data_root):
+    config, _, train, _, _, _ = build(data_root, window_sort_chunk=4, MAX_ITEM_LIST_LENGTH=50, window_batch_size=8)
+    loader = WindowDataLoader(config, train.dataset)
+    batches = loader.sorted_batches()
+    flat = torch.cat(batches)
+    assert sorted(flat.tolist()) == list(range(len(loader.windows)))  # each window once
+    assert len(batches) == len(loader)  # as many steps as shuffled batches of the same size
+    lengths = loader.windows.lengths()
+    spread = sum(int(lengths[b].max() - lengths[b].min()) for b in batches)
+    shuffled = list(torch.randperm(len(flat), generator=torch.Generator().manual_seed(0)).split(8))
+    assert spread < 0.5 * sum(int(lengths[b].max() - lengths[b].min()) for b in shuffled)
+    # a batch is as wide as its longest window, and the epoch order comes from the loader's generator
+    batch = next(iter(loader))
+    assert batch["item_id_list"].shape[1] == int(batch["item_length"].max()) <= 50
+    loader.generator.manual_seed(7)
+    first = loader.sorted_batches()
+    loader.generator.manual_seed(7)
+    assert all(torch.equal(a, b) for a, b in zip(first, loader.sorted_batches()))
+    config["window_sort_chunk"] = -1
+    with pytest.raises(ConfigError, match="window_sort_chunk must be an integer >= 0"):
+        WindowDataLoader(config, train.dataset)
+
+
+@pytest.mark.parametrize("encoder", ["transformer", "gru"])
+def test_a_trimmed_batch_gives_the_losses_of_the_full_width_batch(encoder, data_root):
+    config, _, train, _, _, model = build(data_root, encoder=encoder, window_sort_chunk=2, MAX_ITEM_LIST_LENGTH=30)
+    model.eval()
+    loader = WindowDataLoader(config, train.dataset, shuffle=False)
+    assert loader.trim
+    short = torch.argsort(loader.windows.lengths())[:6]  # the shortest windows: most columns are padding
+    wide = train.dataset.join(loader.windows.batch(short))
+    narrow = train.dataset.join(loader.windows.batch(short, trim=True))
+    assert narrow["item_id_list"].shape[1] < wide["item_id_list"].shape[1] == 30
+    with torch.no_grad():
+        for a, b in zip(model.calculate_loss(wide), model.calculate_loss(narrow)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_hstu_batches_keep_the_full_width_its_attention_scales_by(data_root):
+    config, _, train, _, _, _ = build(data_root, encoder="hstu", window_sort_chunk=2, MAX_ITEM_LIST_LENGTH=30)
+    loader = WindowDataLoader(config, train.dataset)
+    assert not loader.trim
+    assert {batch["item_id_list"].shape[1] for batch in loader} == {30}

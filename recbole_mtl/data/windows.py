@@ -227,12 +227,18 @@ class UserWindows:
         return int((self.window_end - self.window_count_from + 1).sum())
 
     # -- batches -----------------------------------------------------------------------------
-    def batch(self, index) -> Interaction:
-        """The windows ``index`` as one ``Interaction`` (names in the module docstring)."""
+    def lengths(self) -> torch.Tensor:
+        """``[W]`` inputs of each window (1 .. ``max_len``)."""
+        return self.window_end - self.window_start
+
+    def batch(self, index, trim: bool = False) -> Interaction:
+        """The windows ``index`` as one ``Interaction`` (names in the module docstring); with
+        ``trim``, ``L`` is the batch's longest window instead of ``max_len`` (the columns dropped
+        are padding in every row: a causal encoder gives the other positions the same states)."""
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
         start, end = self.window_start[index], self.window_end[index]
         count_from = self.window_count_from[index]
-        L = self.max_len
+        L = max(1, int((end - start).max())) if trim and len(index) else self.max_len
         cols = torch.arange(L)
         at = start.unsqueeze(1) + cols  # [B, L] flat index of each input
         inputs = at < end.unsqueeze(1)  # an input exists where its next item is in the window
@@ -265,6 +271,15 @@ class WindowDataLoader(AbstractDataLoader):
     """
 
     def __init__(self, config, dataset, shuffle: bool = True, part: Optional[tuple[int, int]] = None):
+        chunk = config["window_sort_chunk"]
+        chunk = 0 if chunk is None else chunk
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+            raise ConfigError(f"window_sort_chunk must be an integer >= 0 (0: off; k: sort each run of k batches "
+                              f"by window length); got {config['window_sort_chunk']!r}.")
+        #: batches per length-sorted chunk (0: RecBole's shuffled batches, each ``max_len`` wide)
+        self.sort_chunk = chunk
+        # HSTU scales attention by the window length: its windows keep max_len columns, as evaluation does
+        self.trim = bool(chunk) and str(config["encoder"] or "transformer").lower() != "hstu"
         windows = UserWindows.from_dataset(dataset, config["MAX_ITEM_LIST_LENGTH"], config["window_stride"])
         if len(windows) == 0:
             raise ConfigError("no training window: every user has fewer than 2 training interactions. "
@@ -286,4 +301,26 @@ class WindowDataLoader(AbstractDataLoader):
         self.set_batch_size(size)
 
     def collate_fn(self, index):
-        return self._dataset.join(self.windows.batch(index))
+        return self._dataset.join(self.windows.batch(index, trim=self.trim))
+
+    def __iter__(self):
+        if not self.sort_chunk:
+            return super().__iter__()
+        return (self.collate_fn(index) for index in self.sorted_batches())
+
+    def sorted_batches(self) -> list[torch.Tensor]:
+        """One epoch's batches with ``window_sort_chunk: k``: the windows in a random order (drawn
+        from the loader's generator, which checkpoints keep), each run of ``k`` batches' worth of
+        them sorted by length and cut into batches, and the batches in a random order. A batch then
+        holds windows of similar length and is trimmed to its longest, so short histories do not
+        pay for the longest one's padding; every window is still in exactly one batch an epoch."""
+        n, size = len(self.windows), self.step
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        lengths = self.windows.lengths()
+        batches = []
+        for chunk in order.split(size * self.sort_chunk):
+            chunk = chunk[torch.sort(lengths[chunk], stable=True).indices]
+            batches += list(chunk.split(size))
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
+        return batches
