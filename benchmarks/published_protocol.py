@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import sys
 from datetime import date
 from pathlib import Path
@@ -116,6 +117,8 @@ def report(args) -> str:
     threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if os.environ.get("OMP_NUM_THREADS") else ""
     command = threads + "python benchmarks/published_protocol.py " + " ".join(
         a for a in sys.argv[1:] if a != "--report_only")
+    report_command = "python benchmarks/published_protocol.py " + " ".join(
+        shlex.quote(a) for a in sys.argv[1:] if not a.startswith("--recorded_by"))
     models = [MODEL] + list(BASELINES)
     values = {m: {k: [float(r[k]) for r in rows if r["model"] == m and r.get(k) not in (None, "")] for k in METRICS}
               for m in models}
@@ -123,7 +126,9 @@ def report(args) -> str:
     lines = [
         f"# {args.dataset}: MTLRec's next-item task against SASRec and GRU4Rec, the papers' protocol",
         "",
-        f"Command: `{command.strip()}` (runs missing from runs.csv are run, the rest are read)  ",
+        *([f"Command: `{command.strip()}` (runs missing from runs.csv are run, the rest are read)  "]
+          if not args.recorded_by else
+          [f"Runs recorded by: {args.recorded_by}; this report written by `{report_command}`  "]),
         f"Date: {date.today()}; machine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}; runs {args.jobs} at a time. The dataset YAML's protocol "
         f"(`{args.config_files}`): leave-one-out by time, full ranking over all items with each user's earlier "
@@ -163,6 +168,7 @@ def report(args) -> str:
     for m in models:
         mine = [r for r in rows if r["model"] == m]
         if not mine:
+            lines.append(f"| {m} | " + " | ".join("not run" for _ in METRICS) + " | - | - | - |")
             continue
         per_epoch = _stats([float(r["time_per_epoch_s"]) for r in mine])[0]
         lines.append(f"| {m} | " + " | ".join(_cell(values[m][k]) for k in METRICS)
@@ -222,6 +228,8 @@ def main() -> None:
     parser.add_argument("--reference", type=float, default=0.0403, help="the strongest published test NDCG@10")
     parser.add_argument("--out", default=None, help="default: results/<dataset>")
     parser.add_argument("--report_only", action="store_true", help="only rewrite the report from the runs on disk")
+    parser.add_argument("--recorded_by", default="", help="with --report_only: the commands that recorded the runs, "
+                        "when they were not this script's (said in the report's header)")
     args, unknown = parser.parse_known_args()
     bad = [a for a in unknown if not (a.startswith("--") and "=" in a)]
     if bad:

@@ -11,7 +11,7 @@ command on the same split and seeds, each in its own folder ``<out>/<variant>/``
 with each run's validation curve; resumable: a rerun skips finished runs). A variant is a set of
 config keys (:data:`VARIANTS`, each said against ``base``, today's defaults). The report,
 ``<out>/report.md``, gives test HR and NDCG at 5, 10, 20, epochs, seconds per epoch (training and
-validation) and each variant's change against ``base``, paired by seed; ``<out>/curves.png`` the
+validation) and each variant's change against the first one listed, paired by seed; ``<out>/curves.png`` the
 validation curves.
 """
 
@@ -125,14 +125,16 @@ def report(args, names: list[str]) -> str:
         lines.append(f"| {name} | {VARIANTS[name][1]} | " + " | ".join(cells)
                      + f" | {', '.join(r['best_epoch'] for r in rows)} | {', '.join(r['epochs_run'] for r in rows)}"
                      f" | {per_epoch:.1f} |")
-    base = {int(r["seed"]): float(r["ndcg@10"]) for r in runs.get("base", [])}
+    reference = names[0]  # the first variant listed: the one the others are compared with
+    base = {int(r["seed"]): float(r["ndcg@10"]) for r in runs.get(reference, [])}
     if base:
-        lines += ["", "Change of test NDCG@10 against `base`, paired by seed (mean over the seeds both have):", "",
-                  "| variant | NDCG@10 minus base | ratio to base |", "|---|---|---|"]
-        for name in names:
+        lines += ["", f"Change of test NDCG@10 against `{reference}` (the first variant listed), paired by seed "
+                  "(mean over the seeds both have):", "",
+                  f"| variant | NDCG@10 minus {reference} | ratio to {reference} |", "|---|---|---|"]
+        for name in names[1:]:
             mine = {int(r["seed"]): float(r["ndcg@10"]) for r in runs[name]}
             seeds = sorted(set(mine) & set(base))
-            if name == "base" or not seeds:
+            if not seeds:
                 continue
             diff = sum(mine[s] - base[s] for s in seeds) / len(seeds)
             ratio = sum(mine[s] for s in seeds) / sum(base[s] for s in seeds)
