@@ -34,6 +34,9 @@ import recbole_mtl  # noqa: F401
 from recbole_mtl import benchmark
 from recbole_mtl.checkpoint import atomic_write_text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sequence_recipe import _cell, _stats  # noqa: E402  (the same table cells)
+
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "MTLRec@sequence"
 BASELINES = ("SASRec", "GRU4Rec")
@@ -53,19 +56,6 @@ def common_args(args, seeds: int) -> list[str]:
 
 def _rows(out: Path) -> list[dict]:
     return [r for r in benchmark.read_runs(out / "runs.csv") if int(r["selected"]) == 1]
-
-
-def _stats(values: list[float]) -> tuple[float, float, int]:
-    n = len(values)
-    mean = sum(values) / n
-    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0), n
-
-
-def _cell(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean, std, n = _stats(values)
-    return f"{mean:.4f} ± {std:.4f} ({n})" if n > 1 else f"{mean:.4f} (1)"
 
 
 def _curve(row: dict) -> list[tuple[float, float]]:
