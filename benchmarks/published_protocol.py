@@ -194,12 +194,8 @@ def plot(args, path: Path) -> None:
     ax.set_ylabel("validation NDCG@10 (history masked)")
     ax.set_title(f"{args.dataset}: leave-one-out, full ranking, earlier items masked")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    benchmark._save_png(fig, path)  # whole or not at all, as the benchmark's own plots
 
 
 def main() -> None:
