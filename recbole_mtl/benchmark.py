@@ -30,6 +30,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import platform
@@ -59,9 +60,12 @@ VALID_METRIC = {name: cls.valid_metric for name, cls in REGISTRY.items()}
 CATEGORY_MLP = "CategoryMLP"
 LEAVE_ONE_OUT = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user"}
 RESULT_TAG = "BENCHMARK_RESULT "
+#: The run config's key (seconds) of ``--time_budget``: the worker stops training after the first
+#: evaluation past it and tests the best checkpoint so far.
+TIME_BUDGET_KEY = "benchmark_time_budget_s"
 FIELDS = ["model", "seed", "fold", "learning_rate", "params", "tasks", "selected", "valid_metric", "valid_score",
-          "epochs_run", "best_epoch", "epoch_cap", "hit_cap", "protocol", "time_per_epoch_s", "train_time_s",
-          "peak_rss_mb", "split", "per_user", "trial", "curve"]
+          "epochs_run", "best_epoch", "epoch_cap", "hit_cap", "hit_budget", "protocol", "time_per_epoch_s",
+          "train_time_s", "peak_rss_mb", "split", "per_user", "trial", "curve"]
 #: User attribute of a completed tuning trial: its result (test metrics included), so the best
 #: trial stands as the first seed's final run.
 TRIAL_RESULT = "result"
@@ -162,6 +166,8 @@ def run_config(spec: ModelSpec, seed: int, fold: int, folds: int, learning_rate:
         "show_progress": False, "state": "INFO", "checkpoint_dir": args["checkpoint_dir"],
         "MAX_ITEM_LIST_LENGTH": args["max_len"], "eval_args": dict(LEAVE_ONE_OUT),
     }
+    if args.get("time_budget"):
+        config[TIME_BUDGET_KEY] = float(args["time_budget"]) * 60.0
     if not _files_set(args.get("config_files"), "load_col"):
         config["load_col"] = None  # every column: the models read the features they use
     if args.get("data_path"):
@@ -303,6 +309,10 @@ def _item_values(dataset, category: dict) -> dict:
             "category_label": category["label"].numpy()}
 
 
+class _BudgetSpent(Exception):
+    """Raised from the validation callback once ``--time_budget`` is spent."""
+
+
 def worker(spec_text: str, dataset: str, config_dict: dict, extra: Optional[dict] = None) -> dict:
     """Train and test one model; returns its test metrics, time per epoch and peak memory.
 
@@ -321,6 +331,7 @@ def worker(spec_text: str, dataset: str, config_dict: dict, extra: Optional[dict
     extra = extra or {}
     config_dict = dict(config_dict)
     config_files = config_dict.pop("config_files", None)
+    budget = float(config_dict.pop(TIME_BUDGET_KEY, 0) or 0)
     reporter = None
     if extra.get("tune"):
         from recbole_mtl.tuning import TrialReporter
@@ -357,10 +368,19 @@ def worker(spec_text: str, dataset: str, config_dict: dict, extra: Optional[dict
         curve.append([round(time.perf_counter() - start, 2), float(valid_score)])
         if reporter is not None:
             reporter.report(epoch_idx, valid_score)  # raises optuna.TrialPruned when the pruner says so
+        if budget and curve[-1][0] >= budget and epoch_idx + 1 < int(config["epochs"]):
+            # the trainer has saved its best checkpoint before calling back: stop here, test that one
+            raise _BudgetSpent(epoch_idx)
 
+    hit_budget = 0
     try:
         best_valid_score, _ = trainer.fit(built.train_data, built.valid_data, saved=True, show_progress=False,
                                           callback_fn=record)
+    except _BudgetSpent:
+        hit_budget = 1
+        best_valid_score = trainer.best_valid_score
+        logging.getLogger().info(f"benchmark: --time_budget of {budget / 60:g} min spent after "
+                                 f"{len(curve)} evaluation(s); testing the best checkpoint so far")
     except Exception as e:  # noqa: BLE001 - only a pruned trial is caught, the rest re-raised
         if type(e).__name__ != "TrialPruned":
             raise
@@ -385,6 +405,7 @@ def worker(spec_text: str, dataset: str, config_dict: dict, extra: Optional[dict
         "test": test,
         "epoch_cap": int(config["epochs"]),
         "hit_cap": int(epochs_run >= int(config["epochs"])),
+        "hit_budget": hit_budget,
         "valid_score": float(best_valid_score),
         "epochs_run": epochs_run,
         "best_epoch": 1 + max(range(len(curve)), key=lambda i: curve[i][1] if trainer.valid_metric_bigger
@@ -528,7 +549,10 @@ def markdown(summary: dict, rows: list[dict], specs: list[ModelSpec], command: s
         f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} CPU cores.", "",
         f"Split: leave-one-out by time (each user's last interaction is the test case, the one before "
         f"it validation), the same for every model. Up to {args.epochs} epochs with early stopping "
-        f"(stopping_step={args.stopping_step}), MAX_ITEM_LIST_LENGTH={args.max_len}, "
+        f"(stopping_step={args.stopping_step})"
+        + (f" and at most {args.time_budget:g} minutes of training per run (--time_budget)"
+           if getattr(args, "time_budget", 0) else "")
+        + f", MAX_ITEM_LIST_LENGTH={args.max_len}, "
         + (f"each model tuned with {args.tune} Optuna trials on validation (below), its best configuration "
            f"run with every seed" if getattr(args, "tune", 0) else
            f"learning rate chosen on validation from {args.lr_grid} per model, seed and fold")
@@ -591,6 +615,8 @@ def cut_by_cap(row: dict, stopping_step: int) -> Optional[bool]:
     evaluations without improvement), so it may still have been improving. None when unknown."""
     if row.get("hit_cap") in (None, "") or row.get("best_epoch") in (None, ""):
         return None
+    if row.get("hit_budget") not in (None, "") and int(float(row["hit_budget"])):
+        return int(float(row["epochs_run"])) - int(float(row["best_epoch"])) <= stopping_step
     if not int(float(row["hit_cap"])):
         return False
     return int(float(row["epochs_run"])) - int(float(row["best_epoch"])) <= stopping_step
@@ -814,7 +840,10 @@ def extra_sections(rows: list[dict], specs: list[ModelSpec], out: Path, studies:
     capped = sorted({r["model"] for r in rows if int(r["selected"]) == 1 and cut_by_cap(r, args.stopping_step)})
     lines = ["## Convergence", "",
              f"Every run trains until its validation metric has not improved for {args.stopping_step} + 1 "
-             f"evaluations (early stopping) or until {args.epochs} epochs (the cap); the tables give each run's epochs "
+             f"evaluations (early stopping) or until {args.epochs} epochs (the cap)"
+             + (f" or {args.time_budget:g} minutes of training (--time_budget: the budget counts as the cap here)"
+                if getattr(args, "time_budget", 0) else "")
+             + "; the tables give each run's epochs "
              "and its best epoch, and how many runs the cap cut short (they trained every epoch and their best epoch "
              f"is among the last {args.stopping_step}: they may still have been improving). "
              + (f"**Cut short by the cap (may not have converged; rerun with a larger --epochs): {', '.join(capped)}.**"
@@ -895,6 +924,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="runs (trials and final runs) in parallel, each in its own process; with N cores, "
                         "N runs of OMP_NUM_THREADS=1")
     parser.add_argument("--timeout", type=int, default=6 * 3600, help="seconds one run may take")
+    parser.add_argument("--time_budget", type=float, default=0,
+                        help="minutes of training (validation included) per run: training stops at the first "
+                             "evaluation past it and the best checkpoint so far is tested (0: no budget)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.epilog = "Any other --key=value is a config override applied to every run (e.g. --category_field=class)."
     return parser
@@ -1173,7 +1205,7 @@ class _Runner:
             outcome = "pruned"
         else:
             kept = {k: result.get(k) for k in ("test", "valid_score", "epochs_run", "best_epoch", "epoch_cap",
-                                              "hit_cap", "time_per_epoch_s", "train_time_s", "peak_rss_mb", "split",
+                                              "hit_cap", "hit_budget", "time_per_epoch_s", "train_time_s", "peak_rss_mb", "split",
                                               "curve")}
             kept["per_user_written"] = Path(job.extra["per_user"]).is_file()
             trial.set_user_attr(TRIAL_RESULT, kept)
@@ -1201,7 +1233,7 @@ class _Runner:
                "valid_metric": config.get("valid_metric", spec.valid_metric),
                "per_user": per_user.as_posix() if per_user else "", "trial": "" if trial is None else trial,
                **{k: result.get(k, "") for k in ("valid_score", "epochs_run", "best_epoch", "epoch_cap", "hit_cap",
-                                                "time_per_epoch_s", "train_time_s", "peak_rss_mb", "split", "curve")},
+                                                "hit_budget", "time_per_epoch_s", "train_time_s", "peak_rss_mb", "split", "curve")},
                **result["test"]}
         self.rows.append(row)
         self.done.add(_key(row))
@@ -1231,6 +1263,8 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[ModelSpec], dic
         lrs = [float(x) for x in args.lr_grid.split(",") if x.strip()]
     except ValueError as e:
         raise ConfigError(f"--lr_grid must be comma-separated numbers, e.g. 0.001,0.003 ({e}).") from None
+    if args.time_budget < 0:
+        raise ConfigError(f"--time_budget is minutes of training per run, 0 for none; got {args.time_budget:g}.")
     if args.seeds < 1 or args.folds < 1 or args.epochs < 1 or args.tune < 0 or args.jobs < 1:
         raise ConfigError("--seeds, --folds, --epochs and --jobs must be at least 1, --tune at least 0.")
     if args.seeds > MAX_SEEDS:
@@ -1251,7 +1285,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[ModelSpec], dic
             "checkpoint_dir": str(out / "checkpoints"), "label_field": args.label_field,
             "label_threshold": args.label_threshold, "data_path": args.data_path, "overrides": overrides,
             "config_files": [str(Path(f).resolve()) for f in (args.config_files or "").split() if f],
-            "protocol": args.protocol}
+            "protocol": args.protocol, "time_budget": args.time_budget}
     return args, specs, base, out
 
 

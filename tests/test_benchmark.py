@@ -103,3 +103,31 @@ def test_tuning_table_lists_studies_in_the_order_of_models_not_of_completion(tmp
     lines = extra_sections([], specs, tmp_path, ended, args)
     rows = [line.split(" | ")[0].lstrip("| ") for line in lines if line.startswith("| ") and "`d/" in line]
     assert rows == ["MTLRec", "SASRec", "MMoE"]
+
+
+def test_time_budget_stops_training_at_the_first_evaluation_past_it_and_tests_the_best_checkpoint(tmp_path):
+    from recbole_mtl.cli import main
+    from tests.conftest import write_slice
+
+    write_slice(tmp_path / "data", max_user=40)
+    out = tmp_path / "out"
+    base = ["benchmark", "--dataset=ml-slice", f"--data_path={tmp_path / 'data'}", "--models=SASRec,MTLRec@sequence",
+            "--seeds=1", "--epochs=4", "--stopping_step=10", "--max_len=10", "--embedding_size=16", "--n_layers=1",
+            "--hidden_size=16"]
+    main(base + [f"--out={out}", "--time_budget=0.000001"])  # spent by the first evaluation
+    rows = {r["model"]: r for r in csv.DictReader(open(out / "runs.csv"))}
+    for name in ("SASRec", "MTLRec@sequence"):
+        row = rows[name]
+        assert (row["hit_budget"], row["epochs_run"], row["best_epoch"], row["hit_cap"]) == ("1", "1", "1", "0"), name
+        assert 0.0 <= float(row["ndcg@10"]) <= 1.0 and float(row["valid_score"]) >= 0.0
+    assert "at most 1e-06 minutes of training per run (--time_budget)" in (out / "summary.md").read_text()
+
+    main(base + [f"--out={tmp_path / 'free'}"])  # no budget: every epoch
+    rows = {r["model"]: r for r in csv.DictReader(open(tmp_path / "free" / "runs.csv"))}
+    assert all((r["hit_budget"], r["epochs_run"], r["hit_cap"]) == ("0", "4", "1") for r in rows.values())
+
+    from recbole_mtl.benchmark import main as benchmark_main
+
+    with pytest.raises(ConfigError, match="--time_budget is minutes"):
+        benchmark_main(base[1:] + [f"--out={tmp_path / 'bad'}", "--time_budget=-1"])
+    assert not (tmp_path / "bad").exists()
