@@ -193,6 +193,10 @@ class Config(RecBoleConfig):
 
             raise recbole_config_error(e, self.model) from e
         self._check_dataset(data_path)
+        if self.final_config_dict.get("user_id_input") is False and self.final_config_dict.get("user_text_features"):
+            raise ConfigError("user_id_input: False drops the user-id embedding from the user side, but "
+                              "user_text_features: True fuses the user's text into that embedding: set one of them "
+                              "the other way (user_id_input: True, or user_text_features: False).")
         metric = str(self.final_config_dict["valid_metric"]).split("@")[0].lower()
         if "_" in metric:  # a task metric of the multi-task models, e.g. interest_auc or rating_rmse
             self.final_config_dict["valid_metric_bigger"] = not metric.endswith(SMALLER_SUFFIXES)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from recbole_mtl.config import Config
+from recbole_mtl.errors import ConfigError
 from recbole_mtl.pipeline import build_data_and_model
 from recbole_mtl.quick_start import load_data_and_model, run_recbole_mtl
 from recbole_mtl.utils import get_trainer
@@ -298,3 +299,23 @@ def test_bad_model_settings_are_config_errors(key, value, message, data_root):
 
     with pytest.raises(ConfigError, match=message):
         build(data_root, **{key: value})
+
+
+@pytest.mark.parametrize("user_id_input", [True, False])
+def test_user_id_input_false_makes_the_scores_independent_of_the_user_id_table(user_id_input, data_root):
+    _, _, _, _, test, model = build(data_root, tasks=["sequence", "interest"], user_id_input=user_id_input)
+    model.eval()
+    interaction = next(iter(test))[0]
+    with torch.no_grad():
+        before = model.full_sort_predict(interaction)
+        weight = model.sparse.feature_collection.embedding_bags["user_id"].weight
+        weight.add_(torch.randn_like(weight))  # a different vector for every user
+        after = model.full_sort_predict(interaction)
+    assert before.shape == after.shape and torch.isfinite(before).all()
+    assert torch.equal(before, after) != user_id_input  # the table is read only with user_id_input: True
+    assert model.user_id_input is user_id_input
+
+
+def test_user_id_input_false_with_user_text_is_refused(data_root):
+    with pytest.raises(ConfigError, match="user_id_input: False drops the user-id embedding"):
+        build(data_root, user_id_input=False, user_text_features=True)

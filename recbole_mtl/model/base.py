@@ -141,6 +141,7 @@ class MultiTaskRecommender(SequentialRecommender):
             sharding=sharding_options(config), backend=str(config["embedding_backend"] or "fused").lower(),
             seed=int(config["seed"]),
         )
+        self.user_id_input = True if config["user_id_input"] is None else bool(config["user_id_input"])
         self.text = self._build_text_fusion(config, dataset)
         self.user_text = self._build_user_text_fusion(config, dataset)
         self.encoder = build_encoder(config, self.dim, self.max_seq_length)
@@ -148,7 +149,7 @@ class MultiTaskRecommender(SequentialRecommender):
         #: embedding of each history interaction's outcome (0: padding, 1: not liked, 2: liked)
         self.action_embedding = nn.Embedding(3, self.dim) if self.action_field else None
         self.time_field = self._time_field(config, dataset)
-        n_user_in = self.dim * (1 + len(self.spec.user_fields)) + len(self.spec.user_floats)
+        n_user_in = (self.dim * (int(self.user_id_input) + len(self.spec.user_fields)) + len(self.spec.user_floats))
         n_item_in = self.dim * (1 + len(self.spec.item_fields)) + len(self.spec.item_floats)
         self.user_tasks = [t for t in self.tasks if REGISTRY[t].side == "user"]
         self.mixture = self.build_mixture(config, n_user_in, self.user_tasks, dropout)
@@ -196,7 +197,7 @@ class MultiTaskRecommender(SequentialRecommender):
         if self.user_text is not None:
             uid = self.spec.user_fields[0].field  # the user id is always the first user field
             parts[0] = self.user_text(interaction[uid][rows], parts[0])
-        return parts
+        return parts if self.user_id_input else parts[1:]  # user_id_input: False: attributes only
 
     def _action_field(self, config, dataset) -> Optional[str]:
         """The ``.inter`` label column whose value at each history position is an encoder input
