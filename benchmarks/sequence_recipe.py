@@ -38,28 +38,29 @@ DROPOUT = ["--hidden_dropout_prob=0.5", "--attn_dropout_prob=0.5"]
 COSINE = ["--sequence_score=cosine", "--sequence_temperature=0.05"]
 #: name -> (config keys, what it changes against ``base``)
 SORTED = DROPOUT + COSINE + ["--window_sort_chunk=8"]
+NO_USER_ID = DROPOUT + COSINE + ["--user_id_input=False"]
 VARIANTS = {
     "base": ([], "today's defaults: dot-product scores, full softmax (`sequence_loss: ce`), dropout 0.2, "
                  "constant learning rate, 2 layers of width 64"),
     "dropout": (DROPOUT, "dropout 0.5 on the encoder's hidden states and attention (the SASRec paper's Amazon setting)"),
     "cosine": (DROPOUT + COSINE, "`dropout` + L2-normalised scores over a temperature of 0.05"),
     "sorted": (SORTED, "`cosine` + length-sorted batches (`window_sort_chunk: 8`, for speed)"),
-    "cosine_learned": (DROPOUT + COSINE + ["--learn_temperature=True"], "`cosine` with the temperature learned"),
-    "no_user_id": (DROPOUT + COSINE + ["--user_id_input=False"],
-                   "`cosine` without the user-id embedding in the shared bottom (the history alone, as SASRec)"),
-    "sampled_uniform": (DROPOUT + COSINE + ["--sequence_loss=sampled", "--num_negatives=128"],
-                        "`cosine` with sampled softmax over 128 uniform negatives shared by the batch (HSTU's setting)"),
-    "sampled_popularity": (DROPOUT + COSINE + ["--sequence_loss=sampled", "--negative_sampling=popularity",
-                                               "--num_negatives=128"],
-                           "`cosine` with 128 negatives drawn by popularity, log-Q corrected"),
-    "sampled_in_batch": (DROPOUT + COSINE + ["--sequence_loss=sampled", "--negative_sampling=in_batch"],
-                         "`cosine` with the batch's targets as negatives, log-Q corrected"),
-    "warmup_cosine_lr": (DROPOUT + COSINE + ["--lr_warmup_steps=200", "--lr_scheduler=cosine"],
-                         "`cosine` with 200 steps of learning-rate warm-up, then a cosine decay over the epochs"),
+    "no_user_id": (NO_USER_ID, "`cosine` without the user-id embedding in the shared bottom (the history alone, as SASRec)"),
+    "cosine_learned": (NO_USER_ID + ["--learn_temperature=True"], "`no_user_id` with the temperature learned"),
+    "sampled_uniform": (NO_USER_ID + ["--sequence_loss=sampled", "--num_negatives=128"],
+                        "`no_user_id` with sampled softmax over 128 uniform negatives shared by the batch (HSTU's "
+                        "setting)"),
+    "sampled_popularity": (NO_USER_ID + ["--sequence_loss=sampled", "--negative_sampling=popularity",
+                                         "--num_negatives=128"],
+                           "`no_user_id` with 128 negatives drawn by popularity, log-Q corrected"),
+    "sampled_in_batch": (NO_USER_ID + ["--sequence_loss=sampled", "--negative_sampling=in_batch"],
+                         "`no_user_id` with the batch's targets as negatives, log-Q corrected"),
+    "warmup_cosine_lr": (NO_USER_ID + ["--lr_warmup_steps=200", "--lr_scheduler=cosine"],
+                         "`no_user_id` with 200 steps of learning-rate warm-up, then a cosine decay over the epochs"),
     "large": (SORTED + ["--embedding_size=128", "--n_layers=4", "--n_heads=4", "--inner_size=512"],
               "`sorted`, deeper and wider (4 layers of width 128, an HSTU-large-like setting)"),
-    "embedding_lr": (DROPOUT + COSINE + ["--embedding_learning_rate=0.01"],
-                     "`cosine` with the tables' learning rate 0.01 instead of 0.05 (row-wise Adagrad)"),
+    "embedding_lr": (NO_USER_ID + ["--embedding_learning_rate=0.01"],
+                     "`no_user_id` with the tables' learning rate 0.01 instead of 0.05 (row-wise Adagrad)"),
     "hstu": (SORTED + ["--encoder=hstu"], "`sorted` with the HSTU encoder instead of the Transformer"),
 }
 METRICS = ["ndcg@10", "hit@10", "ndcg@20", "hit@20", "ndcg@5", "hit@5"]
