@@ -222,8 +222,7 @@ def check_tasks(config, tasks: list, headers: dict) -> list[str]:
 def check_text_features(config, tasks: list) -> None:
     """With ``text_features`` on: the feature file and its sidecar exist and were made from the
     fields (and model) this run would use. Raises :class:`TextFeatureError`."""
-    from recbole_mtl.text.embed import feature_folder
-    from recbole_mtl.text.features import check_sidecar
+    from recbole_mtl.data.feature_files import check_sidecar, feature_folder
 
     external = getattr(config, "external_config_dict", None) or {}
     forbidden = [config[s.config_key] for s in label_sources(tasks) if s.file == "item" and config[s.config_key]]
@@ -235,8 +234,7 @@ def check_text_features(config, tasks: list) -> None:
 def check_user_text_features(config) -> None:
     """With ``user_text_features`` on: the user feature file and its sidecar exist and were made from
     the fields, review field and model this run would use. Raises :class:`TextFeatureError`."""
-    from recbole_mtl.text.embed import feature_folder
-    from recbole_mtl.text.users import check_user_sidecar, fix_args
+    from recbole_mtl.data.feature_files import check_user_sidecar, feature_folder, fix_args
 
     check_user_sidecar(feature_folder(config), config["dataset"], plm=config["plm"],
                        text_fields=config["user_text_fields"], review_field=config["user_review_field"] or None,

@@ -44,7 +44,7 @@ def run_folders(config, checkpoints: bool = True, text: bool = False) -> list[tu
            "moves them): run from a folder you can write"
     folders += [(Path("log"), logs), (Path("log_tensorboard"), logs)]
     if text:
-        from recbole_mtl.text.embed import feature_folder
+        from recbole_mtl.data.feature_files import feature_folder
 
         folders.append((feature_folder(config), "Set text_feature_dir to a folder you can write, "
                                                 "e.g. --text_feature_dir=/tmp/features"))
@@ -63,9 +63,7 @@ def check_run_folders(config, checkpoints: bool = True, text: Optional[bool] = N
         DataValidationError: naming the folder and the config key that moves it.
     """
     if text is None:
-        from recbole_mtl.text.embed import feature_folder, feature_paths
-
-        from recbole_mtl.text.users import user_feature_paths
+        from recbole_mtl.data.feature_files import feature_folder, feature_paths, user_feature_paths
 
         folder = feature_folder(config)
         text = (bool(config["text_features"]) and not feature_paths(folder, config["dataset"])[0].is_file()) or \
