@@ -23,8 +23,9 @@ import torch
 import recbole_mtl  # noqa: F401
 from recbole_mtl.checkpoint import atomic_write_text
 from recbole_mtl.config import Config
+from recbole_mtl.data.feature_files import feature_folder
 from recbole_mtl.pipeline import build
-from recbole_mtl.text.embed import embed_items, feature_folder
+from recbole_mtl.text.embed import embed_items
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -100,7 +100,8 @@ def per_user_ranks(model, test_data) -> tuple[np.ndarray, np.ndarray]:
 def embed(args) -> dict:
     import recbole_mtl  # noqa: F401
     from recbole_mtl.config import Config
-    from recbole_mtl.text.embed import feature_folder, read_texts
+    from recbole_mtl.data.feature_files import feature_folder
+    from recbole_mtl.text.embed import read_texts
     from recbole_mtl.text.users import embed_users
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

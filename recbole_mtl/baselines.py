@@ -58,7 +58,7 @@ def train_category_mlp(dataset_name: str, config_dict: dict, config_file_list: O
     category_field = config["category_field"]
     features = item_feature_matrix(dataset, {category_field})
     if config["text_features"]:
-        from recbole_mtl.text.embed import feature_folder
+        from recbole_mtl.data.feature_files import feature_folder
         from recbole_mtl.text.features import load_item_vectors
 
         features = torch.cat([features, load_item_vectors(dataset, feature_folder(config), dataset_name,

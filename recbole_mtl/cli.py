@@ -133,8 +133,9 @@ def embed_main(argv: Sequence[str]) -> dict:
     try:
         from recbole.utils import init_logger
 
+        from recbole_mtl.data.feature_files import feature_folder
         from recbole_mtl.data.validate import check_run_folders
-        from recbole_mtl.text.embed import embed_items, feature_folder
+        from recbole_mtl.text.embed import embed_items
 
         config = _config(args, overrides, "MTLRec")
         check_run_folders(config, checkpoints=False, text=True)

@@ -357,7 +357,8 @@ def _new_item_vectors(served: Served, items_file: str) -> tuple[list[tuple[int, 
     and the text fields the model's feature file was made with."""
     import json
 
-    from recbole_mtl.text.embed import encode, feature_folder, feature_paths
+    from recbole_mtl.data.feature_files import feature_folder, feature_paths
+    from recbole_mtl.text.embed import encode
 
     config, dataset, model = served.config, served.dataset, served.model
     model.check_new_items(served.task)

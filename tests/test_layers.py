@@ -1,4 +1,6 @@
-"""The package's modules import each other in layers: no import cycle, read with ``ast``.
+"""The package's modules import each other in layers: no import cycle, read with ``ast``; and its
+packages point one way: no two of them (``data``, ``text``, ``benchmark``, ..., or a top-level
+module) import each other, even through modules that form no cycle.
 
 Every import counts, at module level or inside a function (a run-time import is still a
 dependency), and so does ``importlib.import_module("recbole_mtl...")`` with a literal name.
@@ -58,6 +60,20 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
+def _unit(module: str) -> str:
+    """The package ``module`` belongs to: ``recbole_mtl.data.validate.reader`` -> ``recbole_mtl.data``
+    (a top-level module is its own: ``recbole_mtl.cli``)."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """``{package: {packages its modules import}}`` from the module graph, imports within a package left out."""
+    packages: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        packages.setdefault(_unit(module), set()).update(_unit(t) for t in targets if _unit(t) != _unit(module))
+    return packages
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle as ``[a, b, ..., a]``, or None."""
     state: dict[str, int] = {}  # 1 on the current path, 2 done
@@ -98,3 +114,26 @@ def test_the_graph_sees_imports_inside_functions():
 def test_no_import_cycle_among_the_package_modules():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_package_graph_sees_two_packages_that_import_each_other_without_a_module_cycle():
+    modules = {"recbole_mtl.data.a": {"recbole_mtl.text.b"}, "recbole_mtl.text.b": {"recbole_mtl.data.c"},
+               "recbole_mtl.data.c": set(), "recbole_mtl.cli": {"recbole_mtl.data.a"}}
+    assert find_cycle(modules) is None
+    packages = package_graph(modules)
+    assert packages == {"recbole_mtl.data": {"recbole_mtl.text"}, "recbole_mtl.text": {"recbole_mtl.data"},
+                        "recbole_mtl.cli": {"recbole_mtl.data"}}
+    assert find_cycle(packages) == ["recbole_mtl.data", "recbole_mtl.text", "recbole_mtl.data"]
+
+
+def test_packages_point_one_way():
+    cycle = find_cycle(package_graph(import_graph()))
+    assert cycle is None, "packages that import each other: " + " -> ".join(cycle)
+
+
+def test_text_sits_above_data():
+    """``text`` builds user texts from ``data``'s training windows; ``data`` knows the text-feature files
+    only through :mod:`recbole_mtl.data.feature_files` (where they live, their sidecar checks)."""
+    packages = package_graph(import_graph())
+    assert "recbole_mtl.data" in packages["recbole_mtl.text"]
+    assert "recbole_mtl.text" not in packages["recbole_mtl.data"]

@@ -187,7 +187,8 @@ def test_mtlrec_one_epoch_on_ml100k_with_real_text_features(tmp_path, monkeypatc
     """The full path: embed ml-100k with the shipped PLM (offline), then train MTLRec on it."""
     from recbole_mtl.config import Config
     from recbole_mtl.quick_start import run_recbole_mtl
-    from recbole_mtl.text.embed import embed_items, feature_folder
+    from recbole_mtl.data.feature_files import feature_folder
+    from recbole_mtl.text.embed import embed_items
     from tests.test_mtlrec import SMALL, _check_ranges
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

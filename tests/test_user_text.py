@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from recbole_mtl.config import Config
+from recbole_mtl.data.feature_files import feature_folder
 from recbole_mtl.errors import TextFeatureError
-from recbole_mtl.text.embed import feature_folder
 from recbole_mtl.text.fusion import TextFusion
 from recbole_mtl.text.users import cut_to_model, embed_users, training_reviews, user_text
 from tests.conftest import write_slice

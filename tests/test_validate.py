@@ -354,7 +354,7 @@ def teardown_module(module):
 
 
 # -- the fast path: it may only accept, and accepts exactly what the line-by-line check accepts ---------
-from recbole_mtl.data import validate as _validate  # noqa: E402
+from recbole_mtl.data.validate import fast as _fast, reader as _reader  # noqa: E402
 from recbole_mtl.data.validate import FileRules, check_file  # noqa: E402
 
 _INTER_RULES = FileRules(required_fields={"user_id": "x", "item_id": "y"}, required_values={"rating", "timestamp"},
@@ -443,7 +443,7 @@ def _outcome(path: Path, rules: FileRules, fast: bool):
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_atomic_file(), st.sampled_from([_validate.FAST_CHUNK_BYTES, 1, 7, 40]))
+@given(_atomic_file(), st.sampled_from([_fast.FAST_CHUNK_BYTES, 1, 7, 40]))
 def test_fast_path_gives_the_line_by_line_verdict(case, chunk_bytes):
     from hypothesis import event
 
@@ -451,11 +451,11 @@ def test_fast_path_gives_the_line_by_line_verdict(case, chunk_bytes):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fz.item"
         path.write_bytes(data)
-        chunk, _validate.FAST_CHUNK_BYTES = _validate.FAST_CHUNK_BYTES, chunk_bytes
+        chunk, _fast.FAST_CHUNK_BYTES = _fast.FAST_CHUNK_BYTES, chunk_bytes
         try:
             fast, took_fast = _outcome(path, rules, fast=True)
         finally:
-            _validate.FAST_CHUNK_BYTES = chunk
+            _fast.FAST_CHUNK_BYTES = chunk
         slow, took_slow = _outcome(path, rules, fast=False)
     event("fast path accepted" if took_fast else f"line by line: {slow[0]}")
     assert not took_slow
@@ -484,8 +484,8 @@ def test_big_clean_files_take_the_fast_path(tmp_path, monkeypatch):
     def line_by_line(*args):
         raise AssertionError("the clean file went line by line")
 
-    monkeypatch.setattr(_validate, "FAST_CHUNK_BYTES", 1 << 20)  # several chunks
-    monkeypatch.setattr(_validate, "_check_rows", line_by_line)
+    monkeypatch.setattr(_fast, "FAST_CHUNK_BYTES", 1 << 20)  # several chunks
+    monkeypatch.setattr(_reader, "_check_rows", line_by_line)
     for path, rules in ((inter_path, _INTER_RULES), (item_path, item_rules)):
         report = check_file(path, rules)
         assert report.fast and report.rows == 200_000
@@ -501,17 +501,17 @@ def test_a_defect_past_the_first_chunk_gets_the_line_by_line_message(defect, exp
     path = tmp_path / "bad.item"
     path.write_text("item_id:token\tprice:float\ttitle:token_seq\n"
                     + "".join(f"i{i}\t{i % 97}.5\tw{i % 13}\n" for i in range(200_000)) + defect)
-    monkeypatch.setattr(_validate, "FAST_CHUNK_BYTES", 1 << 20)
+    monkeypatch.setattr(_fast, "FAST_CHUNK_BYTES", 1 << 20)
     rules = FileRules(nonempty_tokens={"item_id"}, collect_ids={"item_id"}, unique_ids="item_id")
     with pytest.raises(DataValidationError) as info:
         check_file(path, rules)
     assert str(info.value).startswith(f"{path.parent}/{expected}")
-    _validate.FAST_PATH = False
+    _reader.FAST_PATH = False
     try:
         with pytest.raises(DataValidationError) as slow:
             check_file(path, rules)
     finally:
-        _validate.FAST_PATH = True
+        _reader.FAST_PATH = True
     assert str(slow.value) == str(info.value)
 
 

@@ -37,6 +37,7 @@ from torch import nn
 
 from recbole_mtl.balancing import build_balancer
 from recbole_mtl.data.dataset import MultiTaskDataset
+from recbole_mtl.data.feature_files import feature_folder
 from recbole_mtl.data.labels import label_sources
 from recbole_mtl.data.windows import NEXT_PREFIX, POSITION_MASK
 from recbole_mtl.embedding import FeatureSpec, build_kjt, build_sparse_arch, sharding_options
@@ -47,7 +48,6 @@ from recbole_mtl.model.mixtures import SharedBottom
 from recbole_mtl.tasks import REGISTRY, TASK_NAMES, resolve_tasks
 from recbole_mtl.tasks.common import MLP
 from recbole_mtl.tasks.interest import INTEREST_LABEL
-from recbole_mtl.text.embed import feature_folder
 from recbole_mtl.text.features import load_item_vectors
 from recbole_mtl.text.fusion import TextFusion
 from recbole_mtl.text.users import load_user_vectors

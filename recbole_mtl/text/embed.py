@@ -22,9 +22,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from recbole_mtl.checkpoint import atomic_open
+from recbole_mtl.data.feature_files import feature_paths
 from recbole_mtl.errors import TextFeatureError
 
-SUFFIX = "itememb"
 EMB_FIELD = "item_emb"
 #: The id column. RecBole 1.2.1 cannot preload a feature keyed by ``item_id`` itself (the field
 #: would belong to two files), so the column has its own name, joined to the item ids with
@@ -55,38 +55,6 @@ class Sidecar:
     items: int
     item_file_sha256: str
     format: int = FORMAT
-
-
-def feature_folder(config) -> Path:
-    """Where ``<dataset>.itememb`` lives: ``text_feature_dir/<dataset>`` if set, else beside the
-    dataset's ``.inter`` file, except for datasets bundled inside the RecBole package (ml-100k),
-    whose folder is not the user's: those use ``./dataset/<dataset>``."""
-    dataset = config["dataset"]
-    if config["text_feature_dir"]:
-        return Path(config["text_feature_dir"]) / dataset
-    data_folder = Path(config["data_path"])
-    import recbole
-
-    if Path(recbole.__file__).resolve().parent in data_folder.resolve().parents:
-        return Path("dataset") / dataset
-    return data_folder
-
-
-def feature_paths(folder, dataset: str) -> tuple[Path, Path]:
-    folder = Path(folder)
-    return folder / f"{dataset}.{SUFFIX}", folder / f"{dataset}.{SUFFIX}.json"
-
-
-def regenerate_command(dataset: str, plm: Optional[str], fields: Sequence[str], extra: Sequence[str] = ()) -> str:
-    """The ``embed`` command that rebuilds the feature file (``extra``: e.g. ``--data_path=...``)."""
-    cmd = f"python run_recbole_mtl.py embed --dataset {dataset}"
-    for arg in extra:
-        cmd += f" {arg}"
-    if plm:
-        cmd += f" --plm {plm}"
-    if fields:
-        cmd += " --text_fields " + " ".join(fields)
-    return cmd
 
 
 def _sha256(path: Path) -> str:

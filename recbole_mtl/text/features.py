@@ -2,59 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
+from recbole_mtl.data.feature_files import check_sidecar
 from recbole_mtl.errors import TextFeatureError
-from recbole_mtl.text.embed import EMB_FIELD, ID_FIELD, feature_paths, regenerate_command
-
-
-def check_sidecar(folder: Path, dataset_name: str, plm: Optional[str] = None,
-                  text_fields: Optional[Sequence[str]] = None, forbidden_fields: Sequence[str] = (),
-                  fix_args: Sequence[str] = ()) -> tuple[Path, int, str]:
-    """Check that ``<dataset_name>.itememb`` and its sidecar exist and were made from what the run
-    asks for (``plm``, ``text_fields``; ``None`` accepts the sidecar's) and not from a label field.
-
-    Runs before any data is loaded (``validate``) and again when the vectors are loaded.
-
-    Returns:
-        ``(feature file, dimension, the command that regenerates it)``.
-
-    Raises:
-        TextFeatureError: what differs, the command that regenerates the file and the setting that
-            uses it as it is.
-    """
-    path, side = feature_paths(folder, dataset_name)
-    fix = regenerate_command(dataset_name, plm, list(text_fields or []), fix_args)
-    if not path.is_file() or not side.is_file():
-        missing = path if not path.is_file() else side
-        raise TextFeatureError(f"text features are on but {missing} is missing. Create it with: {fix}")
-    try:
-        meta = json.loads(side.read_text())
-        dim, fields, used_plm = int(meta["dim"]), list(meta["text_fields"]), meta["plm"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise TextFeatureError(f"{side} is unreadable ({e}). Regenerate it with: {fix}") from None
-    if plm and plm != used_plm:
-        raise TextFeatureError(f"{path} was made with plm '{used_plm}' but the config asks for '{plm}'. "
-                               f"Regenerate it with: {fix}, or set plm: {used_plm} to use the file as it is.")
-    if text_fields and list(text_fields) != fields:
-        raise TextFeatureError(f"{path} was made from text fields {fields} but the config asks for "
-                               f"{list(text_fields)} (text_fields; {side.name} records the fields the vectors "
-                               f"were embedded from). Re-run embed with the "
-                               f"fields you want: {fix}; or set text_fields: [{', '.join(fields)}] to use the "
-                               "vectors as they are.")
-    leaked = [f for f in fields if f in forbidden_fields]
-    if leaked:
-        raise TextFeatureError(
-            f"{path} was made from {leaked}, the category task's label field: the model would read the labels "
-            f"it has to predict. Regenerate without it, e.g.: "
-            f"{regenerate_command(dataset_name, plm, [f for f in fields if f not in leaked], fix_args)}"
-        )
-    return path, dim, fix
+from recbole_mtl.text.embed import EMB_FIELD, ID_FIELD
 
 
 def load_item_vectors(dataset, folder: Path, dataset_name: str, plm: Optional[str] = None,

@@ -37,15 +37,14 @@ import numpy as np
 import torch
 
 from recbole_mtl.checkpoint import atomic_open
+from recbole_mtl.data.feature_files import USER_FORMAT, check_user_sidecar, fix_args, user_feature_paths
 from recbole_mtl.errors import TextFeatureError
 from recbole_mtl.text.embed import _sha256, default_plm, encode, load_plm, read_texts
 
-SUFFIX = "useremb"
 EMB_FIELD = "user_emb"
 #: The id column, named apart from ``user_id`` for the same reason as ``item_emb_id`` (RecBole's
 #: ``alias_of_user_id: [user_emb_id]`` joins it to the user ids).
 ID_FIELD = "user_emb_id"
-FORMAT = 1
 #: The token column that replaces the review text in the dataset ``embed`` builds: each
 #: interaction's row number in the loaded ``.inter`` data.
 ROW_FIELD = "recbole_mtl_row"
@@ -67,33 +66,7 @@ class UserSidecar:
     #: digest of every user's training item sequence (reviews only): see :func:`split_digest`
     train_split_sha256: Optional[str]
     eval_args: Optional[dict]
-    format: int = FORMAT
-
-
-def user_feature_paths(folder, dataset: str) -> tuple[Path, Path]:
-    folder = Path(folder)
-    return folder / f"{dataset}.{SUFFIX}", folder / f"{dataset}.{SUFFIX}.json"
-
-
-def regenerate_command(dataset: str, plm: Optional[str], fields: Optional[Sequence[str]],
-                       review_field: Optional[str], extra: Sequence[str] = ()) -> str:
-    """The ``embed`` command that rebuilds the user file (``extra``: e.g. ``--data_path=...``)."""
-    cmd = f"python run_recbole_mtl.py embed --dataset {dataset} --users_only"
-    for arg in extra:
-        cmd += f" {arg}"
-    if plm:
-        cmd += f" --plm {plm}"
-    if fields is not None:
-        cmd += " --user_text_fields" + "".join(f" {f}" for f in fields)
-    if review_field:
-        cmd += f" --user_review_field {review_field}"
-    return cmd
-
-
-def fix_args(config) -> list[str]:
-    """``--key=value`` of the user's own ``data_path``/``text_feature_dir`` for the regenerate command."""
-    external = getattr(config, "external_config_dict", None) or {}
-    return [f"--{k}={external[k]}" for k in ("data_path", "text_feature_dir") if external.get(k)]
+    format: int = USER_FORMAT
 
 
 # -- the training split ---------------------------------------------------------------------------
@@ -277,7 +250,7 @@ def embed_users(config, out_folder: Path, plm: Optional[str] = None, text_fields
         except (OSError, json.JSONDecodeError):
             old = None
         if old and old.get("plm") == plm and old.get("user_text_fields") == fields and \
-                old.get("user_review_field") == review_field and old.get("format") == FORMAT and \
+                old.get("user_review_field") == review_field and old.get("format") == USER_FORMAT and \
                 old.get("user_file_sha256") == digests["user_file_sha256"] and \
                 old.get("inter_file_sha256") == digests["inter_file_sha256"] and \
                 old.get("train_split_sha256") == split and old.get("users") == len(users):
@@ -307,46 +280,6 @@ def embed_users(config, out_folder: Path, plm: Optional[str] = None, text_fields
 
 
 # -- loading ----------------------------------------------------------------------------------------
-def check_user_sidecar(folder: Path, dataset_name: str, plm: Optional[str] = None,
-                       text_fields: Optional[Sequence[str]] = None, review_field: Optional[str] = None,
-                       fix_args: Sequence[str] = ()) -> tuple[Path, dict, str]:
-    """Check that ``<dataset_name>.useremb`` and its sidecar exist and were made from what the run
-    asks for (``plm`` and ``text_fields``: ``None`` accepts the sidecar's; ``review_field`` must match,
-    ``None`` included). Runs before any data is loaded (``validate``) and again when loading.
-
-    Returns:
-        ``(feature file, sidecar dict, the command that regenerates it)``.
-    """
-    path, side = user_feature_paths(folder, dataset_name)
-    fix = regenerate_command(dataset_name, plm, text_fields, review_field, fix_args)
-    if not path.is_file() or not side.is_file():
-        missing = path if not path.is_file() else side
-        raise TextFeatureError(f"user_text_features is on but {missing} is missing. Create it with: {fix}")
-    try:
-        meta = json.loads(side.read_text())
-        int(meta["dim"]), list(meta["user_text_fields"]), meta["plm"], meta["user_review_field"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise TextFeatureError(f"{side} is unreadable ({e}). Regenerate it with: {fix}") from None
-    if meta.get("format") != FORMAT:
-        raise TextFeatureError(f"{side} has format {meta.get('format')}, this version reads {FORMAT}. "
-                               f"Regenerate it with: {fix}")
-    if plm and plm != meta["plm"]:
-        raise TextFeatureError(f"{path} was made with plm '{meta['plm']}' but the config asks for '{plm}'. "
-                               f"Regenerate it with: {fix}, or set plm: {meta['plm']} to use the file as it is.")
-    if text_fields is not None and list(text_fields) != list(meta["user_text_fields"]):
-        raise TextFeatureError(
-            f"{path} was made from user text fields {meta['user_text_fields']} but the config asks for "
-            f"{list(text_fields)} (user_text_fields; {side.name} records the fields the vectors were embedded "
-            f"from). Re-run embed with the fields you want: {fix}; or set user_text_fields: "
-            f"[{', '.join(meta['user_text_fields'])}] to use the vectors as they are.")
-    if (review_field or None) != (meta["user_review_field"] or None):
-        raise TextFeatureError(
-            f"{path} was made with user_review_field {meta['user_review_field']!r} but the config sets "
-            f"{review_field!r}. Re-run embed with the setting you want: {fix}; or set user_review_field: "
-            f"{meta['user_review_field'] or '~'} to use the vectors as they are.")
-    return path, meta, fix
-
-
 def load_user_vectors(config, dataset) -> torch.Tensor:
     """Vectors ``[user_num, P]`` aligned with the dataset's user ids (row 0, padding, is zero).
 
@@ -360,7 +293,7 @@ def load_user_vectors(config, dataset) -> torch.Tensor:
             changed since, another training split, wrong dimension, NaN/inf, unknown users, users
             without a vector. The message names the file (and line) and the ``embed`` command.
     """
-    from recbole_mtl.text.embed import feature_folder
+    from recbole_mtl.data.feature_files import feature_folder
     from recbole_mtl.text.features import read_vectors
 
     name = config["dataset"]
