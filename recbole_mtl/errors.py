@@ -74,3 +74,9 @@ class OutputPathError(RecboleMTLError, OSError):
 class UnsureCheck(RecboleMTLError):
     """Internal to the atomic-file check: its fast path saw something it does not decide, and the
     line-by-line check decides instead (never reaches a user)."""
+
+
+class TimeBudgetSpent(RecboleMTLError):
+    """Internal to the benchmark's worker: raised from the validation callback once ``--time_budget``
+    is spent, after the trainer saved its best checkpoint; the worker tests that one (never reaches a
+    user)."""

@@ -92,6 +92,9 @@ def test_the_yaml_carries_the_published_protocol(fmt, text, tmp_path):
     assert config["eval_args"]["split"] == {"LS": "valid_and_test"} and config["eval_args"]["order"] == "TO"
     assert config["eval_args"]["group_by"] == "user" and config["eval_args"]["mode"]["test"] == "full"
     assert config["eval_mask_history"] is True and config["topk"] == [5, 10, 20]
+    # the recipe measured on this family (docs/training.md): it reaches the model
+    assert (config["sequence_score"], config["sequence_temperature"], config["user_id_input"]) == ("cosine", 0.05, False)
+    assert config["hidden_dropout_prob"] == 0.5 and config["attn_dropout_prob"] == 0.5
 
 
 def test_other_formats_keep_their_yaml(tmp_path):

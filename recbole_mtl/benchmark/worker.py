@@ -15,7 +15,7 @@ from typing import Optional
 
 from recbole_mtl.benchmark.specs import CATEGORY_MLP, CATEGORY_MLP_TEXT, ModelSpec, parse_spec
 from recbole_mtl.derive import split_of
-from recbole_mtl.errors import RunFailedError
+from recbole_mtl.errors import RunFailedError, TimeBudgetSpent
 
 LEAVE_ONE_OUT = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user"}
 RESULT_TAG = "BENCHMARK_RESULT "
@@ -183,10 +183,6 @@ def _item_values(dataset, category: dict) -> dict:
             "category_label": category["label"].numpy()}
 
 
-class _BudgetSpent(Exception):
-    """Raised from the validation callback once ``--time_budget`` is spent."""
-
-
 def worker(spec_text: str, dataset: str, config_dict: dict, extra: Optional[dict] = None) -> dict:
     """Train and test one model; returns its test metrics, time per epoch and peak memory.
 
@@ -244,13 +240,13 @@ def worker(spec_text: str, dataset: str, config_dict: dict, extra: Optional[dict
             reporter.report(epoch_idx, valid_score)  # raises optuna.TrialPruned when the pruner says so
         if budget and curve[-1][0] >= budget and epoch_idx + 1 < int(config["epochs"]):
             # the trainer has saved its best checkpoint before calling back: stop here, test that one
-            raise _BudgetSpent(epoch_idx)
+            raise TimeBudgetSpent(epoch_idx)
 
     hit_budget = 0
     try:
         best_valid_score, _ = trainer.fit(built.train_data, built.valid_data, saved=True, show_progress=False,
                                           callback_fn=record)
-    except _BudgetSpent:
+    except TimeBudgetSpent:
         hit_budget = 1
         best_valid_score = trainer.best_valid_score
         logging.getLogger().info(f"benchmark: --time_budget of {budget / 60:g} min spent after "
