@@ -62,13 +62,6 @@ def _curve(row: dict) -> list[tuple[float, float]]:
     return [tuple(p) for p in json.loads(row.get("curve") or "[]")]
 
 
-def stopped_by(row: dict) -> str:
-    """What ended a run: the time budget, the epoch cap, or early stopping."""
-    if row.get("hit_budget") not in (None, "") and int(float(row["hit_budget"])):
-        return "time budget"
-    return "epoch cap" if int(float(row.get("hit_cap") or 0)) else "early stopping"
-
-
 def time_to_quality(rows: list[dict]) -> tuple[list[str], dict]:
     """Per run, the training time (seconds, validation included) to its best validation NDCG@10 and,
     for MTLRec, to SASRec's best."""
@@ -158,7 +151,7 @@ def report(args) -> str:
     if sas_reach and mtl_reach:
         if all(r is not None for r in mtl_reach):
             ratio = max(mtl_reach) / min(sas_reach)
-            cut = any(stopped_by(r) != "early stopping" for r in rows if r["model"] == "SASRec")
+            cut = any(benchmark.stopped_by(r) != "early stopping" for r in rows if r["model"] == "SASRec")
             lines.append(f"| time until {MODEL}'s validation NDCG@10 reaches SASRec's best (slowest seed) / SASRec's "
                          f"time to its best | {ratio:.3f}x | <= 0.1x | {'yes' if ratio <= 0.1 else '**no**'}"
                          + (" (SASRec's best within its budget or cap: it was still improving)" if cut else "") + " |")
@@ -176,7 +169,7 @@ def report(args) -> str:
         per_epoch = _stats([float(r["time_per_epoch_s"]) for r in mine])[0]
         lines.append(f"| {m} | " + " | ".join(_cell(values[m][k]) for k in METRICS)
                      + f" | {', '.join(r['best_epoch'] for r in mine)} | {', '.join(r['epochs_run'] for r in mine)} | "
-                     f"{', '.join(stopped_by(r) for r in mine)} | {per_epoch:.1f} |")
+                     f"{', '.join(benchmark.stopped_by(r) for r in mine)} | {per_epoch:.1f} |")
     lines += ["", f"## {MODEL} against each baseline", "",
               "Test NDCG@10 on the seeds both ran, paired by seed; the interval is a 95% paired bootstrap over "
               "test users (and seeds) of the per-user values (`per_user/`).", "",

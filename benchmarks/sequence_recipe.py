@@ -116,19 +116,20 @@ def report(args, names: list[str]) -> str:
         f"{args.epochs} epochs), learning rate 0.001, seeds from 2020. Test values: mean ± std (runs). Every run, "
         "with its validation curve: `<variant>/runs.csv`.",
         "",
-        "| variant | what it changes | " + " | ".join(METRICS) + " | best epoch | epochs run | s/epoch incl. validation |",
-        "|---" * (len(METRICS) + 5) + "|",
+        "| variant | what it changes | " + " | ".join(METRICS) + " | best epoch | epochs run | stopped by | "
+        "s/epoch incl. validation |",
+        "|---" * (len(METRICS) + 6) + "|",
     ]
     for name in names:
         rows = runs[name]
         if not rows:
-            lines.append(f"| {name} | {VARIANTS[name][1]} | " + " | ".join("-" for _ in METRICS) + " | - | - | - |")
+            lines.append(f"| {name} | {VARIANTS[name][1]} | " + " | ".join("-" for _ in METRICS) + " | - | - | - | - |")
             continue
         cells = [_cell([float(r[m]) for r in rows if r.get(m) not in (None, "")]) for m in METRICS]
         per_epoch = _stats([float(r["time_per_epoch_s"]) for r in rows])[0]
         lines.append(f"| {name} | {VARIANTS[name][1]} | " + " | ".join(cells)
                      + f" | {', '.join(r['best_epoch'] for r in rows)} | {', '.join(r['epochs_run'] for r in rows)}"
-                     f" | {per_epoch:.1f} |")
+                     f" | {', '.join(benchmark.stopped_by(r) for r in rows)} | {per_epoch:.1f} |")
     reference = names[0]  # the first variant listed: the one the others are compared with
     base = {int(r["seed"]): float(r["ndcg@10"]) for r in runs.get(reference, [])}
     if base:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recbole_mtl.benchmark import parse_spec, select
+from recbole_mtl.benchmark import parse_spec, select, stopped_by
 from recbole_mtl.errors import ConfigError
 
 
@@ -120,11 +120,13 @@ def test_time_budget_stops_training_at_the_first_evaluation_past_it_and_tests_th
         row = rows[name]
         assert (row["hit_budget"], row["epochs_run"], row["best_epoch"], row["hit_cap"]) == ("1", "1", "1", "0"), name
         assert 0.0 <= float(row["ndcg@10"]) <= 1.0 and float(row["valid_score"]) >= 0.0
+        assert stopped_by(row) == "time budget"
     assert "at most 1e-06 minutes of training per run (--time_budget)" in (out / "summary.md").read_text()
 
     main(base + [f"--out={tmp_path / 'free'}"])  # no budget: every epoch
     rows = {r["model"]: r for r in csv.DictReader(open(tmp_path / "free" / "runs.csv"))}
     assert all((r["hit_budget"], r["epochs_run"], r["hit_cap"]) == ("0", "4", "1") for r in rows.values())
+    assert {stopped_by(r) for r in rows.values()} == {"epoch cap"}
 
     from recbole_mtl.benchmark import main as benchmark_main
 

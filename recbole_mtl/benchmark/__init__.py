@@ -39,7 +39,7 @@ from recbole_mtl.benchmark.report import (CLAIM_DEFINITIONS, CLAIM_METRICS, CLAI
                                           cut_by_cap, extra_sections, markdown, significance, summarise,
                                           tuning_section)
 from recbole_mtl.benchmark.runner import TRIAL_RESULT, _Runner, optuna_state
-from recbole_mtl.benchmark.runs import FIELDS, read_runs, select, write_runs
+from recbole_mtl.benchmark.runs import FIELDS, read_runs, select, stopped_by, write_runs
 from recbole_mtl.benchmark.specs import (CATEGORY_MLP, CATEGORY_MLP_TEXT, GAIN_REFERENCE_MODEL, OBJECTIVES, PLOTTED,
                                          PRESETS, PROTOCOLS, SMALLER, TASK_METRICS, TASKS, VALID_METRIC, ModelSpec,
                                          parse_spec)
@@ -52,4 +52,4 @@ __all__ = ["CATEGORY_MLP", "CATEGORY_MLP_TEXT", "CLAIMS", "CLAIM_DEFINITIONS", "
            "TRIAL_RESULT", "VALID_METRIC", "ModelSpec", "_Runner", "_TestRecorder", "_interest_metrics_of_baseline",
            "_per_user", "_run_one", "_save_png", "build_parser", "curve_panels", "cut_by_cap", "extra_sections",
            "main", "markdown", "optuna_state", "parse", "parse_spec", "plot", "plot_curves", "read_runs", "run_config",
-           "select", "significance", "summarise", "tuning_section", "worker", "write_runs"]
+           "select", "significance", "stopped_by", "summarise", "tuning_section", "worker", "write_runs"]

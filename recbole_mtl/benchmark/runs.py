@@ -47,3 +47,11 @@ def select(rows: list[dict]) -> list[dict]:
         for row in group:
             row["selected"] = int(row is best)
     return rows
+
+
+def stopped_by(row: dict) -> str:
+    """What ended a run of ``runs.csv``: ``time budget`` (``--time_budget``), ``epoch cap`` or
+    ``early stopping``."""
+    if row.get("hit_budget") not in (None, "") and int(float(row["hit_budget"])):
+        return "time budget"
+    return "epoch cap" if row.get("hit_cap") not in (None, "") and int(float(row["hit_cap"])) else "early stopping"
